@@ -1,0 +1,1 @@
+//! Failover for Meridian.

@@ -1,0 +1,470 @@
+//! The node's configuration file (TOML): parsed into `RawConfig`, then
+//! validated into [`Config`], which is all the rest of the code ever sees.
+//! See docs/config.md for every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::PoolMode;
+
+/// A broken rule in the configuration, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("{key}: invalid duration {value:?} (use a number with a unit: ms, s, m, h)")]
+    Duration { key: &'static str, value: String },
+    #[error("{key}: invalid size {value:?} (use a number with a unit: B, kB, MB, GB)")]
+    Size { key: &'static str, value: String },
+    #[error("{key}: invalid address {value:?}: {reason}")]
+    Address { key: &'static str, value: String, reason: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("tls.mode = {mode:?} needs tls.cert and tls.key")]
+    TlsFilesMissing { mode: &'static str },
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error("users file: {0}")]
+    Users(#[from] crate::auth::UsersError),
+}
+
+/// Default `listen.max_client_connections`: well above what a node serves
+/// in practice, bounded so a connection flood cannot exhaust memory.
+fn default_max_client_connections() -> usize {
+    10_000
+}
+/// Default `listen.startup_timeout`: time from accept to a finished login.
+fn default_startup_timeout() -> String {
+    "10s".into()
+}
+/// Default `listen.idle_in_transaction_timeout`: off.
+fn default_idle_in_transaction_timeout() -> String {
+    "0s".into()
+}
+/// Default `listen.max_message_size`: larger than any statement an
+/// application sends, far below PostgreSQL's 1 GB ceiling.
+fn default_max_message_size() -> String {
+    "256MB".into()
+}
+/// Default `pool.mode`: transaction pooling, which serves the most
+/// clients per server connection.
+fn default_pool_mode() -> PoolMode {
+    PoolMode::Transaction
+}
+/// Default `pool.size`: server connections per (server, database, user).
+fn default_pool_size() -> usize {
+    20
+}
+/// Default `pool.checkout_timeout`: how long a client waits for a server
+/// connection before it gets an error.
+fn default_checkout_timeout() -> String {
+    "5s".into()
+}
+/// Default `pool.queue_limit`: clients allowed to wait for one pool.
+fn default_queue_limit() -> usize {
+    10_000
+}
+/// Default `pool.idle_timeout`: idle server connections above `min_idle`
+/// are closed after this.
+fn default_idle_timeout() -> String {
+    "10m".into()
+}
+/// Default `pool.max_lifetime`: server connections are replaced after this.
+fn default_max_lifetime() -> String {
+    "1h".into()
+}
+/// Default `pool.connect_timeout`: to open and log in a server connection.
+fn default_connect_timeout() -> String {
+    "5s".into()
+}
+/// Default `shutdown.grace`: how long SIGTERM waits for transactions.
+fn default_grace() -> String {
+    "30s".into()
+}
+/// Default `node.region`.
+fn default_region() -> String {
+    "local".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct RawConfig {
+    node: RawNode,
+    listen: RawListen,
+    #[serde(default)]
+    tls: RawTls,
+    auth: RawAuth,
+    #[serde(default)]
+    pool: RawPool,
+    backend: RawBackend,
+    #[serde(default)]
+    shutdown: RawShutdown,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct RawNode {
+    name: String,
+    #[serde(default = "default_region")]
+    region: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct RawListen {
+    address: String,
+    #[serde(default = "default_max_client_connections")]
+    max_client_connections: usize,
+    #[serde(default = "default_startup_timeout")]
+    startup_timeout: String,
+    #[serde(default = "default_idle_in_transaction_timeout")]
+    idle_in_transaction_timeout: String,
+    #[serde(default = "default_max_message_size")]
+    max_message_size: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct RawTls {
+    #[serde(default)]
+    mode: TlsMode,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+/// Whether clients may or must use TLS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// No TLS: SSLRequest is answered 'N'.
+    #[default]
+    Disable,
+    /// TLS offered; plaintext accepted.
+    Allow,
+    /// TLS required; plaintext startups are refused.
+    Require,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct RawAuth {
+    users_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct RawPool {
+    #[serde(default = "default_pool_mode")]
+    mode: PoolMode,
+    #[serde(default = "default_pool_size")]
+    size: usize,
+    #[serde(default)]
+    min_idle: usize,
+    #[serde(default = "default_checkout_timeout")]
+    checkout_timeout: String,
+    #[serde(default = "default_queue_limit")]
+    queue_limit: usize,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout: String,
+    #[serde(default = "default_max_lifetime")]
+    max_lifetime: String,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout: String,
+}
+
+impl Default for RawPool {
+    fn default() -> Self {
+        RawPool {
+            mode: default_pool_mode(),
+            size: default_pool_size(),
+            min_idle: 0,
+            checkout_timeout: default_checkout_timeout(),
+            queue_limit: default_queue_limit(),
+            idle_timeout: default_idle_timeout(),
+            max_lifetime: default_max_lifetime(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct RawBackend {
+    address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct RawShutdown {
+    #[serde(default = "default_grace")]
+    grace: String,
+}
+
+impl Default for RawShutdown {
+    fn default() -> Self {
+        RawShutdown { grace: default_grace() }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub listen: ListenConfig,
+    pub tls: TlsConfig,
+    pub users_file: PathBuf,
+    pub pool: PoolConfig,
+    pub backend: BackendConfig,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub region: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// Address for PostgreSQL clients; changes need a restart.
+    pub address: SocketAddr,
+    pub max_client_connections: usize,
+    pub startup_timeout: Duration,
+    /// `None` when off.
+    pub idle_in_transaction_timeout: Option<Duration>,
+    pub max_message_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// Pool settings; all of them can change on reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub mode: PoolMode,
+    pub size: usize,
+    pub min_idle: usize,
+    pub checkout_timeout: Duration,
+    pub queue_limit: usize,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// The PostgreSQL primary, as `host:port`.
+    pub address: String,
+}
+
+impl Config {
+    /// Read, parse and validate a config file. Relative paths in it are
+    /// relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.into(), source },
+            e => e,
+        })
+    }
+
+    /// Parse and validate config text; `base` resolves relative paths.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), source: Box::new(e) })?;
+        raw.validate(base)
+    }
+}
+
+impl RawConfig {
+    fn validate(self, base: &Path) -> Result<Config, ConfigError> {
+        if self.node.name.trim().is_empty() {
+            return Err(ConfigError::Invalid { key: "node.name", reason: "must not be empty".into() });
+        }
+        let address = self.listen.address.parse::<SocketAddr>().map_err(|e| ConfigError::Address {
+            key: "listen.address",
+            value: self.listen.address.clone(),
+            reason: e.to_string(),
+        })?;
+        if self.listen.max_client_connections == 0 {
+            return Err(ConfigError::Invalid { key: "listen.max_client_connections", reason: "must be at least 1".into() });
+        }
+        let max_message_size = parse_size("listen.max_message_size", &self.listen.max_message_size)?;
+        if max_message_size < 1024 {
+            return Err(ConfigError::Invalid { key: "listen.max_message_size", reason: "must be at least 1kB".into() });
+        }
+        let idle_tx = parse_duration("listen.idle_in_transaction_timeout", &self.listen.idle_in_transaction_timeout)?;
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let tls = TlsConfig { mode: self.tls.mode, cert: self.tls.cert.map(resolve), key: self.tls.key.map(resolve) };
+        if tls.mode != TlsMode::Disable && (tls.cert.is_none() || tls.key.is_none()) {
+            return Err(ConfigError::TlsFilesMissing {
+                mode: if tls.mode == TlsMode::Allow { "allow" } else { "require" },
+            });
+        }
+        let pool = PoolConfig {
+            mode: self.pool.mode,
+            size: self.pool.size,
+            min_idle: self.pool.min_idle,
+            checkout_timeout: parse_duration("pool.checkout_timeout", &self.pool.checkout_timeout)?,
+            queue_limit: self.pool.queue_limit,
+            idle_timeout: parse_duration("pool.idle_timeout", &self.pool.idle_timeout)?,
+            max_lifetime: parse_duration("pool.max_lifetime", &self.pool.max_lifetime)?,
+            connect_timeout: parse_duration("pool.connect_timeout", &self.pool.connect_timeout)?,
+        };
+        if pool.size == 0 {
+            return Err(ConfigError::Invalid { key: "pool.size", reason: "must be at least 1".into() });
+        }
+        if pool.min_idle > pool.size {
+            return Err(ConfigError::Invalid {
+                key: "pool.min_idle",
+                reason: format!("{} is larger than pool.size ({})", pool.min_idle, pool.size),
+            });
+        }
+        if pool.checkout_timeout.is_zero() || pool.connect_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "pool.checkout_timeout",
+                reason: "checkout_timeout and connect_timeout must be above zero".into(),
+            });
+        }
+        if !self.backend.address.contains(':') {
+            return Err(ConfigError::Address {
+                key: "backend.address",
+                value: self.backend.address,
+                reason: "expected host:port".into(),
+            });
+        }
+        Ok(Config {
+            node: NodeConfig { name: self.node.name, region: self.node.region },
+            listen: ListenConfig {
+                address,
+                max_client_connections: self.listen.max_client_connections,
+                startup_timeout: parse_duration("listen.startup_timeout", &self.listen.startup_timeout)?,
+                idle_in_transaction_timeout: (!idle_tx.is_zero()).then_some(idle_tx),
+                max_message_size,
+            },
+            tls,
+            users_file: resolve(self.auth.users_file),
+            pool,
+            backend: BackendConfig { address: self.backend.address },
+            shutdown_grace: parse_duration("shutdown.grace", &self.shutdown.grace)?,
+        })
+    }
+}
+
+/// Parse a duration such as `500ms`, `10s`, `5m`, `1h` (`0` alone is zero).
+pub fn parse_duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let err = || ConfigError::Duration { key, value: value.to_owned() };
+    let v = value.trim();
+    if v == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = v.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(err)?;
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num.parse().map_err(|_| err())?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(err()),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(err());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parse a size such as `8kB`, `64MB`, `1GB` or a plain byte count.
+pub fn parse_size(key: &'static str, value: &str) -> Result<usize, ConfigError> {
+    let err = || ConfigError::Size { key, value: value.to_owned() };
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: usize = num.parse().map_err(|_| err())?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" => 1 << 10,
+        "MB" => 1 << 20,
+        "GB" => 1 << 30,
+        _ => return Err(err()),
+    };
+    n.checked_mul(mult).ok_or_else(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [node]
+        name = "n1"
+        [listen]
+        address = "127.0.0.1:6432"
+        [auth]
+        users_file = "users.toml"
+        [backend]
+        address = "127.0.0.1:5432"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL, Path::new("/etc/meridian")).unwrap();
+        assert_eq!(c.pool.size, 20);
+        assert_eq!(c.pool.mode, PoolMode::Transaction);
+        assert_eq!(c.users_file, PathBuf::from("/etc/meridian/users.toml"));
+        assert_eq!(c.listen.idle_in_transaction_timeout, None);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let text = MINIMAL.replace("[pool]", "") + "\n[pool]\nsise = 3\n";
+        let e = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("sise"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let text = MINIMAL.to_owned() + "\n[pool]\ncheckout_timeout = \"5 parsecs\"\n";
+        let e = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("pool.checkout_timeout"), "{e}");
+        let text = MINIMAL.to_owned() + "\n[pool]\nsize = 2\nmin_idle = 3\n";
+        let e = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("pool.min_idle"), "{e}");
+        let text = MINIMAL.replace("127.0.0.1:6432", "nowhere");
+        let e = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("listen.address"), "{e}");
+        let text = MINIMAL.to_owned() + "\n[tls]\nmode = \"require\"\n";
+        let e = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("tls.cert"), "{e}");
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("k", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("k", "1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("k", "2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("k", "0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("k", "10").is_err());
+        assert!(parse_duration("k", "s").is_err());
+        assert_eq!(parse_size("k", "64MB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("k", "1024").unwrap(), 1024);
+        assert!(parse_size("k", "1TB").is_err());
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../meridian.example.toml");
+        Config::parse(text, Path::new(".")).unwrap();
+    }
+}

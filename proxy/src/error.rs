@@ -1,0 +1,102 @@
+//! The proxy's error type and the one place where errors become what a
+//! client sees. An error reaches the client with its own SQLSTATE and text
+//! only through [`ClientError`]; anything else is reported as `XX000` with a
+//! generic message while the detail goes to the log.
+
+use bytes::BytesMut;
+use tokio_postgres::error::SqlState;
+
+use crate::wire::frame::FrameError;
+use crate::wire::messages::{self, Severity, StartupError};
+
+/// An error that may be shown to a PostgreSQL client as is.
+pub trait ClientError {
+    fn sqlstate(&self) -> SqlState;
+    fn client_message(&self) -> String;
+}
+
+/// Errors of the proxy crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("SSL connection is required")]
+    TlsRequired,
+    #[error("tls handshake: {0}")]
+    TlsHandshake(std::io::Error),
+    #[error("password authentication failed for user \"{0}\"")]
+    AuthFailed(String),
+    #[error("authentication timed out")]
+    StartupTimeout,
+    #[error("sorry, too many clients already")]
+    TooManyClients,
+    #[error("the database system is shutting down")]
+    ShuttingDown,
+    #[error("replication connections are not supported")]
+    ReplicationUnsupported,
+    #[error("no user name given in startup packet")]
+    NoUser,
+    #[error("terminating connection due to idle-in-transaction timeout")]
+    IdleInTransactionTimeout,
+    #[error(transparent)]
+    Pool(#[from] crate::pool::PoolError),
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
+    #[error("server connection lost: {0}")]
+    ServerLost(String),
+}
+
+impl ClientError for Error {
+    fn sqlstate(&self) -> SqlState {
+        match self {
+            Error::Frame(_) | Error::Startup(_) | Error::Protocol(_) => SqlState::PROTOCOL_VIOLATION,
+            Error::Io(_) | Error::TlsHandshake(_) => SqlState::CONNECTION_FAILURE,
+            Error::TlsRequired => SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+            Error::AuthFailed(_) => SqlState::INVALID_PASSWORD,
+            Error::StartupTimeout => SqlState::PROTOCOL_VIOLATION,
+            Error::TooManyClients => SqlState::TOO_MANY_CONNECTIONS,
+            Error::ShuttingDown => SqlState::ADMIN_SHUTDOWN,
+            Error::ReplicationUnsupported => SqlState::FEATURE_NOT_SUPPORTED,
+            Error::NoUser => SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+            Error::IdleInTransactionTimeout => SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+            Error::Pool(e) => e.sqlstate(),
+            Error::Backend(e) => e.sqlstate(),
+            Error::ServerLost(_) => SqlState::CONNECTION_FAILURE,
+        }
+    }
+
+    fn client_message(&self) -> String {
+        match self {
+            Error::Io(_) => "connection failure".into(),
+            Error::Pool(e) => e.client_message(),
+            Error::Backend(e) => e.client_message(),
+            e => e.to_string(),
+        }
+    }
+}
+
+/// Append an ErrorResponse for `err` with the given severity.
+pub fn write_error(buf: &mut BytesMut, severity: Severity, err: &dyn ClientError) {
+    messages::error_response(buf, severity, err.sqlstate().code(), &err.client_message(), None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates() {
+        assert_eq!(Error::AuthFailed("x".into()).sqlstate(), SqlState::INVALID_PASSWORD);
+        assert_eq!(Error::TlsRequired.sqlstate(), SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+        assert_eq!(Error::TooManyClients.sqlstate(), SqlState::TOO_MANY_CONNECTIONS);
+        assert_eq!(Error::ShuttingDown.sqlstate(), SqlState::ADMIN_SHUTDOWN);
+        assert_eq!(Error::Protocol("x".into()).sqlstate(), SqlState::PROTOCOL_VIOLATION);
+        assert_eq!(Error::Io(std::io::Error::other("secret detail")).client_message(), "connection failure");
+    }
+}

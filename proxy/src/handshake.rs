@@ -1,0 +1,351 @@
+//! From accept to a logged-in session: SSLRequest / direct TLS, GSSENC
+//! refusal, CancelRequest, the startup packet, client authentication, and
+//! the first server checkout that gives the client its ParameterStatus set.
+//!
+//! ```text
+//! accept ─▶ first byte 0x16? ─yes─▶ TLS ─┐
+//!              │no                       │
+//!              ▼                         ▼
+//!        SSLRequest ─▶ 'S' + TLS ─▶ startup packet ─▶ auth ─▶ checkout ─▶ Session
+//!        GSSENCRequest ─▶ 'N' (again)    CancelRequest ─▶ forward, close
+//! ```
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::auth::{AuthError, Credential, PoolMode, ScramExchange, User, md5};
+use crate::config::TlsMode;
+use crate::error::{Error, write_error};
+use crate::node::Shared;
+use crate::pool::PoolKey;
+use crate::session::params::{ClientParams, ParamError};
+use crate::session::{Session, State};
+use crate::wire::frame::{self, HEADER_LEN};
+use crate::wire::messages::{self, Severity, StartupPacket};
+
+/// Largest startup-phase packet (PostgreSQL allows 10 000 bytes).
+const MAX_STARTUP_PACKET: usize = 10_000;
+/// Largest message during authentication.
+const MAX_AUTH_MESSAGE: usize = 8192;
+/// TLS record content type "handshake": the first byte of a direct TLS hello.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Serve one accepted client connection to the end.
+pub(crate) async fn serve_client(stream: TcpStream, shared: Arc<Shared>) {
+    let timeout = shared.config.load().listen.startup_timeout;
+    let session = match tokio::time::timeout(timeout, negotiate(stream, shared.clone())).await {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            log_ended(&e);
+            return;
+        }
+        Err(_) => {
+            tracing::info!("startup timed out");
+            return;
+        }
+    };
+    if let Err(e) = session.run().await {
+        log_ended(&e);
+    }
+}
+
+fn log_ended(e: &Error) {
+    match e {
+        Error::Io(_) | Error::ShuttingDown => tracing::debug!(error = %e, "client session ended"),
+        Error::AuthFailed(_) | Error::NoUser | Error::TlsRequired => tracing::info!(error = %e, "login refused"),
+        _ => tracing::info!(error = %e, "client session ended with an error"),
+    }
+}
+
+/// A client session ready to run, over plain TCP or TLS.
+pub(crate) enum Ready {
+    Plain(Session<TcpStream>),
+    Tls(Box<Session<tokio_rustls::server::TlsStream<TcpStream>>>),
+}
+
+impl Ready {
+    async fn run(self) -> Result<(), Error> {
+        match self {
+            Ready::Plain(s) => s.run().await,
+            Ready::Tls(s) => s.run().await,
+        }
+    }
+}
+
+async fn negotiate(mut tcp: TcpStream, shared: Arc<Shared>) -> Result<Option<Ready>, Error> {
+    let tls = shared.tls.load_full();
+    let mut first = [0u8; 1];
+    if tcp.peek(&mut first).await? == 0 {
+        return Ok(None);
+    }
+    if first[0] == TLS_HANDSHAKE {
+        // PostgreSQL 17 direct TLS: no SSLRequest, ALPN "postgresql" required.
+        let Some(acceptor) = tls.as_ref() else {
+            return Err(Error::Protocol("direct TLS connection but TLS is not enabled".into()));
+        };
+        let stream = acceptor.accept(tcp).await.map_err(Error::TlsHandshake)?;
+        if stream.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_POSTGRESQL) {
+            return Err(Error::Protocol("direct TLS connection without ALPN \"postgresql\"".into()));
+        }
+        return after_tls(stream, shared).await.map(|s| s.map(|s| Ready::Tls(Box::new(s))));
+    }
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        match read_startup(&mut tcp, &mut buf).await? {
+            None => return Ok(None),
+            Some(StartupPacket::SslRequest) => {
+                let Some(acceptor) = tls.as_ref() else {
+                    tcp.write_all(b"N").await?;
+                    continue;
+                };
+                if !buf.is_empty() {
+                    // Bytes sent before the TLS handshake could be injected
+                    // by a man in the middle (CVE-2021-23222).
+                    return Err(Error::Protocol("unencrypted data after SSL request".into()));
+                }
+                tcp.write_all(b"S").await?;
+                let stream = acceptor.accept(tcp).await.map_err(Error::TlsHandshake)?;
+                return after_tls(stream, shared).await.map(|s| s.map(|s| Ready::Tls(Box::new(s))));
+            }
+            Some(StartupPacket::GssEncRequest) => tcp.write_all(b"N").await?,
+            Some(StartupPacket::Cancel { pid, key }) => {
+                cancel(&shared, pid, key).await;
+                return Ok(None);
+            }
+            Some(StartupPacket::Startup { params, .. }) => {
+                if shared.config.load().tls.mode == TlsMode::Require {
+                    fail(&mut tcp, &Error::TlsRequired).await;
+                    return Err(Error::TlsRequired);
+                }
+                return login(tcp, buf, params, shared).await.map(|s| s.map(Ready::Plain));
+            }
+        }
+    }
+}
+
+async fn after_tls<S>(mut stream: S, shared: Arc<Shared>) -> Result<Option<Session<S>>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut buf = BytesMut::with_capacity(1024);
+    match read_startup(&mut stream, &mut buf).await? {
+        None => Ok(None),
+        Some(StartupPacket::Startup { params, .. }) => login(stream, buf, params, shared).await,
+        Some(StartupPacket::Cancel { pid, key }) => {
+            cancel(&shared, pid, key).await;
+            Ok(None)
+        }
+        Some(_) => Err(Error::Protocol("SSL or GSSENC request inside TLS".into())),
+    }
+}
+
+/// Read one untagged startup-phase packet; `None` if the client left.
+async fn read_startup<S: AsyncRead + Unpin>(s: &mut S, buf: &mut BytesMut) -> Result<Option<StartupPacket>, Error> {
+    loop {
+        match frame::startup_complete(buf, MAX_STARTUP_PACKET) {
+            Ok(Some(len)) => {
+                let packet = messages::parse_startup(&buf[..len]);
+                buf.advance(len);
+                return Ok(Some(packet?));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if s.read_buf(buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+/// Read one tagged message during authentication.
+async fn read_message<S: AsyncRead + Unpin>(s: &mut S, buf: &mut BytesMut) -> Result<(u8, BytesMut), Error> {
+    loop {
+        if let Some(h) = frame::complete(buf, MAX_AUTH_MESSAGE)? {
+            let mut msg = buf.split_to(h.total);
+            msg.advance(HEADER_LEN);
+            return Ok((h.tag, msg));
+        }
+        if s.read_buf(buf).await? == 0 {
+            return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+async fn cancel(shared: &Shared, pid: i32, key: i32) {
+    match shared.cancels.target(pid, key) {
+        Some(target) => {
+            if let Err(e) = crate::cancel::forward(target).await {
+                tracing::warn!(server = %target.addr, error = %e, "cannot forward cancel request");
+            }
+        }
+        None => tracing::debug!("cancel request for no running query"),
+    }
+}
+
+/// Send a FATAL error, best effort.
+async fn fail<S: AsyncWrite + Unpin>(s: &mut S, err: &Error) {
+    let mut out = BytesMut::new();
+    write_error(&mut out, Severity::Fatal, err);
+    let _ = s.write_all(&out).await;
+}
+
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+async fn login<S>(
+    mut stream: S,
+    mut buf: BytesMut,
+    params: Vec<(String, String)>,
+    shared: Arc<Shared>,
+) -> Result<Option<Session<S>>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let result = login_inner(&mut stream, &mut buf, &params, &shared).await;
+    match result {
+        Ok((server, state)) => Ok(Some(Session::new(stream, buf, server, state))),
+        Err(e) => {
+            fail(&mut stream, &e).await;
+            Err(e)
+        }
+    }
+}
+
+async fn login_inner<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    params: &[(String, String)],
+    shared: &Arc<Shared>,
+) -> Result<(Option<crate::backend::ServerConn>, State), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let user_name = param(params, "user").filter(|u| !u.is_empty()).ok_or(Error::NoUser)?.to_owned();
+    let database = param(params, "database").filter(|d| !d.is_empty()).unwrap_or(&user_name).to_owned();
+    let span = tracing::Span::current();
+    span.record("user", user_name.as_str());
+    span.record("db", database.as_str());
+    let client_params = ClientParams::from_startup(params).map_err(|e| match e {
+        ParamError::Replication => Error::ReplicationUnsupported,
+        e => Error::Protocol(e.to_string()),
+    })?;
+    let users = shared.users.load_full();
+    let user = users.get(&user_name);
+    authenticate(stream, buf, &user_name, user, shared).await?;
+    let user = user.ok_or_else(|| Error::AuthFailed(user_name.clone()))?;
+
+    let mut out = BytesMut::new();
+    messages::auth_ok(&mut out);
+    stream.write_all(&out).await?;
+    out.clear();
+
+    let config = shared.config.load_full();
+    let pool_config = shared.pool_config.load_full();
+    let key = PoolKey { addr: config.backend.address.clone(), database, user: user_name.clone() };
+    let password = user.backend_password.as_ref().map(|s| s.expose());
+    let pool = shared.pools.get(&key, password, &pool_config);
+    let transaction_mode = user.pool_mode.unwrap_or(pool_config.mode) == PoolMode::Transaction;
+    let cancel = shared.cancels.register();
+    let id = shared.next_client_id();
+    span.record("session_id", id);
+
+    // The first checkout tells the client what its server looks like.
+    let mut conn = pool.checkout(id).await?;
+    conn.last_client = id;
+    if let Some(sql) = client_params.sync_sql(&conn.state.applied) {
+        if let Err(e) = conn.run_quiet(&sql, pool_config.connect_timeout).await {
+            pool.discard(conn);
+            return Err(e.into());
+        }
+        conn.state.applied = client_params.desired().clone();
+    }
+    for (k, v) in &conn.state.reported {
+        messages::parameter_status(&mut out, k, v);
+    }
+    messages::backend_key_data(&mut out, cancel.pid, cancel.key());
+    messages::ready_for_query(&mut out, b'I');
+    let server = if transaction_mode {
+        pool.checkin(conn);
+        None
+    } else {
+        cancel.set_target(Some(crate::cancel::CancelTarget {
+            addr: conn.peer,
+            pid: conn.backend_pid,
+            key: conn.backend_key,
+        }));
+        Some(conn)
+    };
+    stream.write_all(&out).await?;
+    tracing::debug!(transaction_mode, "client logged in");
+    let state = State::new(id, shared.clone(), pool, transaction_mode, client_params, cancel);
+    Ok((server, state))
+}
+
+/// Run the user's authentication method; unknown users get a SCRAM exchange
+/// that always fails, so they look like a wrong password.
+async fn authenticate<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    user_name: &str,
+    user: Option<&User>,
+    shared: &Shared,
+) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let failed = || Error::AuthFailed(user_name.to_owned());
+    let mut out = BytesMut::new();
+    match user.map(|u| &u.credential) {
+        Some(Credential::Trust) => Ok(()),
+        Some(Credential::Md5(stored)) => {
+            let salt = md5::random_salt();
+            messages::auth_md5(&mut out, salt);
+            stream.write_all(&out).await?;
+            let (tag, body) = read_message(stream, buf).await?;
+            if tag != b'p' {
+                return Err(Error::Protocol(format!("expected password response, got message type {:?}", tag as char)));
+            }
+            let response = body.strip_suffix(b"\0").unwrap_or(&body);
+            if md5::verify(stored, salt, response) { Ok(()) } else { Err(failed()) }
+        }
+        other => {
+            let mut exchange = match other {
+                Some(Credential::Scram(v)) => ScramExchange::new(v.clone()),
+                _ => ScramExchange::mock(user_name, &shared.mock),
+            };
+            messages::auth_sasl(&mut out, &["SCRAM-SHA-256"]);
+            stream.write_all(&out).await?;
+            let (tag, body) = read_message(stream, buf).await?;
+            if tag != b'p' {
+                return Err(Error::Protocol("expected SASL response".into()));
+            }
+            let (mechanism, rest) = frame::cstr(&body).ok_or_else(|| Error::Protocol("malformed SASL response".into()))?;
+            if mechanism != b"SCRAM-SHA-256" {
+                return Err(Error::Protocol("client selected an invalid SASL authentication mechanism".into()));
+            }
+            let data = rest.get(4..).ok_or_else(|| Error::Protocol("malformed SASL response".into()))?;
+            let scram_err = |e: AuthError| match e {
+                AuthError::WrongPassword => failed(),
+                e => Error::Protocol(e.to_string()),
+            };
+            let server_first = exchange.client_first(data).map_err(scram_err)?;
+            out.clear();
+            messages::auth_sasl_continue(&mut out, &server_first);
+            stream.write_all(&out).await?;
+            let (tag, body) = read_message(stream, buf).await?;
+            if tag != b'p' {
+                return Err(Error::Protocol("expected SASL response".into()));
+            }
+            let server_final = exchange.client_final(&body).map_err(scram_err)?;
+            out.clear();
+            messages::auth_sasl_final(&mut out, &server_final);
+            stream.write_all(&out).await?;
+            Ok(())
+        }
+    }
+}

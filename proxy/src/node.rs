@@ -1,0 +1,224 @@
+//! One Meridian node: the listener, the tasks it owns, the state its client
+//! sessions share, reload and shutdown.
+//!
+//! Shutdown has two stages. [`NodeHandle::shutdown`] (SIGTERM) stops
+//! accepting and ends idle client sessions with `57P01`; sessions in a
+//! transaction finish it and then end. After `shutdown.grace`, or at once
+//! with [`NodeHandle::kill`] (SIGINT), every session is cut.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::BytesMut;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::auth::{MockSecret, Users};
+use crate::cancel::CancelRegistry;
+use crate::config::{Config, ConfigError, PoolConfig};
+use crate::error::{Error, write_error};
+use crate::pool::Pools;
+use crate::wire::messages::Severity;
+
+/// How often pools are checked for idle, expired and missing connections.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// State shared by every session of the node.
+pub struct Shared {
+    pub(crate) config: ArcSwap<Config>,
+    pub(crate) pool_config: ArcSwap<PoolConfig>,
+    pub(crate) users: ArcSwap<Users>,
+    pub(crate) tls: ArcSwap<Option<TlsAcceptor>>,
+    pub(crate) pools: Pools,
+    pub(crate) cancels: Arc<CancelRegistry>,
+    pub(crate) mock: MockSecret,
+    /// Cancelled on SIGTERM: idle sessions end.
+    pub(crate) drain: CancellationToken,
+    /// Cancelled when the grace period is over: every session ends.
+    pub(crate) hard: CancellationToken,
+    next_client_id: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A bound, not yet serving node.
+pub struct Node {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop_accepting: CancellationToken,
+    clients: Arc<Semaphore>,
+}
+
+/// Controls a running node from elsewhere (signal handlers, tests, the demo).
+#[derive(Clone)]
+pub struct NodeHandle {
+    shared: Arc<Shared>,
+    stop_accepting: CancellationToken,
+}
+
+impl Node {
+    /// Load users and TLS material and bind the listener.
+    pub async fn bind(config: Config) -> Result<Node, Error> {
+        let users = Users::load(&config.users_file).map_err(ConfigError::from).map_err(config_error)?;
+        let tls = crate::tls::acceptor(&config.tls).map_err(config_error)?;
+        let listener = TcpListener::bind(config.listen.address).await?;
+        let clients = Arc::new(Semaphore::new(config.listen.max_client_connections));
+        let shared = Arc::new(Shared {
+            pool_config: ArcSwap::from_pointee(config.pool.clone()),
+            config: ArcSwap::from_pointee(config),
+            users: ArcSwap::from_pointee(users),
+            tls: ArcSwap::from_pointee(tls),
+            pools: Pools::default(),
+            cancels: Arc::new(CancelRegistry::default()),
+            mock: MockSecret::random(),
+            drain: CancellationToken::new(),
+            hard: CancellationToken::new(),
+            next_client_id: AtomicU64::new(1),
+        });
+        Ok(Node { listener, shared, stop_accepting: CancellationToken::new(), clients })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn handle(&self) -> NodeHandle {
+        NodeHandle { shared: self.shared.clone(), stop_accepting: self.stop_accepting.clone() }
+    }
+
+    /// Serve clients until shut down; returns once every task has ended.
+    pub async fn serve(self) {
+        let tracker = TaskTracker::new();
+        let shared = self.shared.clone();
+        tracker.spawn(maintain_pools(shared.clone(), self.stop_accepting.clone()));
+        tracing::info!(address = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting clients");
+        loop {
+            // cancel safety: accept() and cancelled() are cancel safe.
+            let accepted = tokio::select! {
+                r = self.listener.accept() => r,
+                _ = self.stop_accepting.cancelled() => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            match self.clients.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let span = tracing::info_span!(
+                        "client",
+                        %peer,
+                        session_id = tracing::field::Empty,
+                        user = tracing::field::Empty,
+                        db = tracing::field::Empty,
+                    );
+                    let shared = shared.clone();
+                    tracker.spawn(
+                        async move {
+                            crate::handshake::serve_client(stream, shared).await;
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
+                }
+                Err(_) => refuse(stream, &Error::TooManyClients),
+            }
+        }
+        drop(self.listener);
+        tracker.close();
+        let grace = shared.config.load().shutdown_grace;
+        tracing::info!(clients = tracker.len(), grace = ?grace, "stopped accepting; waiting for sessions");
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(clients = tracker.len(), "grace period over; closing remaining sessions");
+            shared.hard.cancel();
+            tracker.wait().await;
+        }
+        shared.pools.close_all();
+        tracing::info!("node stopped");
+    }
+}
+
+impl NodeHandle {
+    /// Stop accepting; idle sessions end now, the rest after their
+    /// transaction or when the grace period runs out.
+    pub fn shutdown(&self) {
+        self.stop_accepting.cancel();
+        self.shared.drain.cancel();
+    }
+
+    /// End every session now.
+    pub fn kill(&self) {
+        self.stop_accepting.cancel();
+        self.shared.drain.cancel();
+        self.shared.hard.cancel();
+    }
+
+    /// Apply what can change live from a new configuration: users, pool
+    /// settings, TLS material, timeouts. The listen address and connection
+    /// limit need a restart; a change to them is logged and ignored.
+    pub fn reload(&self, new: Config) -> Result<(), ConfigError> {
+        let users = Users::load(&new.users_file)?;
+        let tls = crate::tls::acceptor(&new.tls)?;
+        let old = self.shared.config.load_full();
+        if old.listen.address != new.listen.address
+            || old.listen.max_client_connections != new.listen.max_client_connections
+        {
+            tracing::warn!("listen.address and listen.max_client_connections change only on restart");
+        }
+        let pool_config = Arc::new(new.pool.clone());
+        for pool in self.shared.pools.all() {
+            let password = users.get(&pool.key.user).and_then(|u| u.backend_password.as_ref()).map(|s| s.expose().to_owned());
+            pool.reconfigure(pool_config.clone(), password);
+        }
+        self.shared.pool_config.store(pool_config);
+        self.shared.users.store(Arc::new(users));
+        self.shared.tls.store(Arc::new(tls));
+        self.shared.config.store(Arc::new(new));
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+}
+
+fn config_error(e: ConfigError) -> Error {
+    Error::Protocol(e.to_string())
+}
+
+/// Tell a client we cannot take it, without waiting on it.
+fn refuse(stream: TcpStream, err: &Error) {
+    let mut buf = BytesMut::new();
+    write_error(&mut buf, Severity::Fatal, err);
+    let _ = stream.try_write(&buf);
+}
+
+/// Close idle and expired server connections, open min_idle ones.
+async fn maintain_pools(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+    loop {
+        // cancel safety: tick() and cancelled() are cancel safe.
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        for pool in shared.pools.all() {
+            let missing = pool.reap();
+            if missing > 0 {
+                pool.fill(missing).await;
+            }
+        }
+    }
+}

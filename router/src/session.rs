@@ -1,0 +1,313 @@
+//! What a statement does to session state, as far as a transaction-pooling
+//! proxy must know: which parameter it sets (so the setting can be replayed
+//! on another server connection) and which state only lives on the server
+//! connection that ran it (so the client must stay pinned to it).
+
+use crate::lex::{Lexer, Token};
+
+/// Why a client must keep its server connection for the rest of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinReason {
+    /// `LISTEN`: notifications arrive on that connection only.
+    Listen,
+    /// A temporary table, view or sequence.
+    TempObject,
+    /// A session-level advisory lock (`pg_advisory_lock` and friends).
+    AdvisoryLock,
+    /// `DECLARE ... WITH HOLD`: the cursor outlives the transaction.
+    HoldCursor,
+    /// `PREPARE TRANSACTION`: two-phase commit state.
+    PrepareTransaction,
+    /// SQL-level `PREPARE name AS ...`.
+    SqlPrepare,
+    /// `set_config(...)`, which may set a session-level parameter we cannot see.
+    SetConfig,
+    /// `LOAD`: a library loaded into that backend.
+    Load,
+}
+
+impl PinReason {
+    /// A short name for logs and admin views.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinReason::Listen => "listen",
+            PinReason::TempObject => "temp_object",
+            PinReason::AdvisoryLock => "advisory_lock",
+            PinReason::HoldCursor => "hold_cursor",
+            PinReason::PrepareTransaction => "prepare_transaction",
+            PinReason::SqlPrepare => "sql_prepare",
+            PinReason::SetConfig => "set_config",
+            PinReason::Load => "load",
+        }
+    }
+}
+
+/// The effect of one statement on session state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEffect<'a> {
+    /// Nothing the proxy needs to track.
+    None,
+    /// A session-level `SET` of parameter `name` (lower case); running `sql`
+    /// again on another connection restores the setting.
+    Set { name: String, sql: &'a str },
+    /// `RESET name`.
+    Reset { name: String },
+    /// `RESET ALL`.
+    ResetAll,
+    /// `DISCARD ALL`: parameters reset and prepared statements dropped.
+    DiscardAll,
+    /// `DEALLOCATE ALL`: every prepared statement dropped.
+    DeallocateAll,
+    /// State that lives only on this server connection.
+    Pin(PinReason),
+}
+
+/// Classify one statement (no trailing `;`).
+pub fn session_effect(stmt: &str) -> SessionEffect<'_> {
+    let mut toks = Lexer::new(stmt).peekable();
+    let Some(Token::Word(first)) = toks.next() else {
+        return SessionEffect::None;
+    };
+    let kw = |t: Option<&Token<'_>>, k: &str| t.is_some_and(|t| t.is_keyword(k));
+    match first.to_ascii_uppercase().as_str() {
+        "SET" => parse_set(stmt, toks.collect()),
+        "RESET" => parse_reset(toks.collect()),
+        "DISCARD" if kw(toks.peek(), "ALL") => SessionEffect::DiscardAll,
+        "DEALLOCATE" => {
+            let rest: Vec<_> = toks.collect();
+            let all = match rest.as_slice() {
+                [t] => t.is_keyword("ALL"),
+                [p, t] => p.is_keyword("PREPARE") && t.is_keyword("ALL"),
+                _ => false,
+            };
+            if all { SessionEffect::DeallocateAll } else { SessionEffect::None }
+        }
+        "LISTEN" => SessionEffect::Pin(PinReason::Listen),
+        "LOAD" => SessionEffect::Pin(PinReason::Load),
+        "PREPARE" => {
+            if kw(toks.peek(), "TRANSACTION") {
+                SessionEffect::Pin(PinReason::PrepareTransaction)
+            } else {
+                SessionEffect::Pin(PinReason::SqlPrepare)
+            }
+        }
+        "DECLARE" => {
+            let mut prev_with = false;
+            for t in toks {
+                if prev_with && t.is_keyword("HOLD") {
+                    return SessionEffect::Pin(PinReason::HoldCursor);
+                }
+                prev_with = t.is_keyword("WITH");
+                if t.is_keyword("FOR") {
+                    break;
+                }
+            }
+            SessionEffect::None
+        }
+        "BEGIN" | "COMMIT" | "ROLLBACK" | "START" | "END" | "SAVEPOINT" | "RELEASE" | "ABORT" | "SHOW"
+        | "UNLISTEN" | "NOTIFY" | "CHECKPOINT" | "VACUUM" | "ANALYZE" => SessionEffect::None,
+        "CREATE" => scan_body(toks, true),
+        _ => scan_body(toks, first_allows_temp(first)),
+    }
+}
+
+fn first_allows_temp(first: &str) -> bool {
+    // `SELECT ... INTO TEMP t` and `WITH ... SELECT INTO TEMP`.
+    first.eq_ignore_ascii_case("SELECT") || first.eq_ignore_ascii_case("WITH")
+}
+
+/// Look through a statement for calls and words that create session state.
+fn scan_body<'a>(toks: impl Iterator<Item = Token<'a>>, temp_words: bool) -> SessionEffect<'a> {
+    for t in toks {
+        let Token::Word(w) = t else { continue };
+        let lower_starts = |p: &str| w.len() >= p.len() && w[..p.len()].eq_ignore_ascii_case(p);
+        if temp_words
+            && (w.eq_ignore_ascii_case("TEMP")
+                || w.eq_ignore_ascii_case("TEMPORARY")
+                || w.eq_ignore_ascii_case("pg_temp"))
+        {
+            return SessionEffect::Pin(PinReason::TempObject);
+        }
+        if (lower_starts("pg_advisory_lock") || lower_starts("pg_try_advisory_lock"))
+            && !w.to_ascii_lowercase().contains("xact")
+        {
+            return SessionEffect::Pin(PinReason::AdvisoryLock);
+        }
+        if w.eq_ignore_ascii_case("set_config") {
+            return SessionEffect::Pin(PinReason::SetConfig);
+        }
+    }
+    SessionEffect::None
+}
+
+fn parse_set<'a>(stmt: &'a str, toks: Vec<Token<'_>>) -> SessionEffect<'a> {
+    let mut i = 0;
+    if toks.first().is_some_and(|t| t.is_keyword("LOCAL")) {
+        return SessionEffect::None;
+    }
+    if toks.first().is_some_and(|t| t.is_keyword("SESSION")) {
+        // `SET SESSION name ...`, but `SET SESSION AUTHORIZATION` and
+        // `SET SESSION CHARACTERISTICS` name the setting with SESSION itself.
+        match toks.get(1) {
+            Some(t) if t.is_keyword("AUTHORIZATION") => return set("session_authorization", stmt),
+            Some(t) if t.is_keyword("CHARACTERISTICS") => return set("session_characteristics", stmt),
+            _ => i = 1,
+        }
+    }
+    let Some(t) = toks.get(i) else { return SessionEffect::None };
+    let next_is = |k: &str| toks.get(i + 1).is_some_and(|t| t.is_keyword(k));
+    if t.is_keyword("TRANSACTION") || t.is_keyword("CONSTRAINTS") {
+        return SessionEffect::None;
+    }
+    if t.is_keyword("TIME") && next_is("ZONE") {
+        return set("timezone", stmt);
+    }
+    if t.is_keyword("SCHEMA") {
+        return set("search_path", stmt);
+    }
+    if t.is_keyword("NAMES") {
+        return set("client_encoding", stmt);
+    }
+    if t.is_keyword("XML") && next_is("OPTION") {
+        return set("xmloption", stmt);
+    }
+    if t.is_keyword("SESSION") && next_is("AUTHORIZATION") {
+        return set("session_authorization", stmt);
+    }
+    match param_name(&toks[i..]) {
+        Some(name) => SessionEffect::Set { name, sql: stmt },
+        None => SessionEffect::None,
+    }
+}
+
+fn set<'a>(name: &str, sql: &'a str) -> SessionEffect<'a> {
+    SessionEffect::Set { name: name.to_owned(), sql }
+}
+
+/// A possibly dotted parameter name (`work_mem`, `myapp.tenant`), lower-cased
+/// unless quoted.
+fn param_name(toks: &[Token<'_>]) -> Option<String> {
+    let mut name = String::new();
+    let mut expect_part = true;
+    for t in toks {
+        match t {
+            Token::Word(w) if expect_part => name.push_str(&w.to_ascii_lowercase()),
+            Token::QuotedIdent(w) if expect_part => name.push_str(w),
+            Token::Punct('.') if !expect_part => name.push('.'),
+            _ => break,
+        }
+        expect_part = !expect_part;
+    }
+    (!name.is_empty()).then_some(name)
+}
+
+fn parse_reset(toks: Vec<Token<'_>>) -> SessionEffect<'static> {
+    let Some(t) = toks.first() else { return SessionEffect::None };
+    let next_is = |k: &str| toks.get(1).is_some_and(|t| t.is_keyword(k));
+    if t.is_keyword("ALL") {
+        return SessionEffect::ResetAll;
+    }
+    let name = if t.is_keyword("TIME") && next_is("ZONE") {
+        "timezone".to_owned()
+    } else if t.is_keyword("SESSION") && next_is("AUTHORIZATION") {
+        "session_authorization".to_owned()
+    } else {
+        match param_name(&toks) {
+            Some(n) => n,
+            None => return SessionEffect::None,
+        }
+    };
+    SessionEffect::Reset { name }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_of(sql: &str) -> Option<String> {
+        match session_effect(sql) {
+            SessionEffect::Set { name, sql: s } => {
+                assert_eq!(s, sql);
+                Some(name)
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn sets() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("SET search_path TO a, b", Some("search_path")),
+            ("set Search_Path = 'x'", Some("search_path")),
+            ("SET SESSION work_mem = '64MB'", Some("work_mem")),
+            ("SET LOCAL work_mem = '64MB'", None),
+            ("SET TIME ZONE 'UTC'", Some("timezone")),
+            ("SET SESSION TIME ZONE LOCAL", Some("timezone")),
+            ("SET SCHEMA 'app'", Some("search_path")),
+            ("SET NAMES 'UTF8'", Some("client_encoding")),
+            ("SET ROLE admin", Some("role")),
+            ("SET SESSION AUTHORIZATION bob", Some("session_authorization")),
+            ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", Some("session_characteristics")),
+            ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", None),
+            ("SET CONSTRAINTS ALL DEFERRED", None),
+            ("SET myapp.tenant = '42'", Some("myapp.tenant")),
+            ("SET \"MyApp\".\"Tenant\" = 1", Some("MyApp.Tenant")),
+            ("SET XML OPTION DOCUMENT", Some("xmloption")),
+            ("/* hi */ SET DateStyle TO ISO, DMY", Some("datestyle")),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(set_of(sql).as_deref(), *want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn resets_and_discards() {
+        let r = |s: &str| SessionEffect::Reset { name: s.to_owned() };
+        let cases = [
+            ("RESET ALL", SessionEffect::ResetAll),
+            ("reset work_mem", r("work_mem")),
+            ("RESET TIME ZONE", r("timezone")),
+            ("RESET SESSION AUTHORIZATION", r("session_authorization")),
+            ("RESET ROLE", r("role")),
+            ("DISCARD ALL", SessionEffect::DiscardAll),
+            ("DISCARD PLANS", SessionEffect::None),
+            ("DEALLOCATE ALL", SessionEffect::DeallocateAll),
+            ("DEALLOCATE PREPARE ALL", SessionEffect::DeallocateAll),
+            ("DEALLOCATE foo", SessionEffect::None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(session_effect(sql), want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn pins() {
+        let p = SessionEffect::Pin;
+        let cases = [
+            ("LISTEN chan", p(PinReason::Listen)),
+            ("CREATE TEMP TABLE t (a int)", p(PinReason::TempObject)),
+            ("create temporary sequence s", p(PinReason::TempObject)),
+            ("CREATE GLOBAL TEMPORARY TABLE t (a int)", p(PinReason::TempObject)),
+            ("CREATE TABLE pg_temp.t (a int)", p(PinReason::TempObject)),
+            ("SELECT * INTO TEMP t FROM x", p(PinReason::TempObject)),
+            ("CREATE TABLE t (temp int)", p(PinReason::TempObject)),
+            ("SELECT temp FROM weather", p(PinReason::TempObject)),
+            ("SELECT pg_advisory_lock(1)", p(PinReason::AdvisoryLock)),
+            ("select pg_try_advisory_lock_shared(1)", p(PinReason::AdvisoryLock)),
+            ("select pg_advisory_xact_lock(1)", SessionEffect::None),
+            ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", p(PinReason::HoldCursor)),
+            ("DECLARE c CURSOR FOR SELECT 1", SessionEffect::None),
+            ("PREPARE TRANSACTION 'x'", p(PinReason::PrepareTransaction)),
+            ("PREPARE q AS SELECT 1", p(PinReason::SqlPrepare)),
+            ("SELECT set_config('a.b', 'c', false)", p(PinReason::SetConfig)),
+            ("LOAD 'auto_explain'", p(PinReason::Load)),
+            ("SELECT 'pg_advisory_lock(1)'", SessionEffect::None),
+            ("SELECT abalance FROM pgbench_accounts WHERE aid = $1", SessionEffect::None),
+            ("BEGIN", SessionEffect::None),
+            ("UPDATE t SET a = 1", SessionEffect::None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(session_effect(sql), want, "{sql}");
+        }
+    }
+}
