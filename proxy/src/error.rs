@@ -32,6 +32,11 @@ pub enum Error {
     TlsHandshake(std::io::Error),
     #[error("password authentication failed for user \"{0}\"")]
     AuthFailed(String),
+    /// A SCRAM exchange that failed for another reason than the password.
+    #[error(transparent)]
+    Scram(crate::auth::AuthError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("authentication timed out")]
     StartupTimeout,
     #[error("sorry, too many clients already")]
@@ -59,6 +64,9 @@ impl ClientError for Error {
             Error::Io(_) | Error::TlsHandshake(_) => SqlState::CONNECTION_FAILURE,
             Error::TlsRequired => SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
             Error::AuthFailed(_) => SqlState::INVALID_PASSWORD,
+            Error::Scram(crate::auth::AuthError::Malformed(_)) => SqlState::PROTOCOL_VIOLATION,
+            Error::Scram(crate::auth::AuthError::Unsupported(_)) => SqlState::FEATURE_NOT_SUPPORTED,
+            Error::Scram(_) | Error::Config(_) => SqlState::INTERNAL_ERROR,
             Error::StartupTimeout => SqlState::PROTOCOL_VIOLATION,
             Error::TooManyClients => SqlState::TOO_MANY_CONNECTIONS,
             Error::ShuttingDown => SqlState::ADMIN_SHUTDOWN,
@@ -74,6 +82,7 @@ impl ClientError for Error {
     fn client_message(&self) -> String {
         match self {
             Error::Io(_) => "connection failure".into(),
+            Error::Scram(crate::auth::AuthError::OutOfOrder(_)) | Error::Config(_) => "internal error".into(),
             Error::Pool(e) => e.client_message(),
             Error::Backend(e) => e.client_message(),
             e => e.to_string(),

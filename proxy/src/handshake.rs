@@ -331,7 +331,7 @@ where
             let data = rest.get(4..).ok_or_else(|| Error::Protocol("malformed SASL response".into()))?;
             let scram_err = |e: AuthError| match e {
                 AuthError::WrongPassword => failed(),
-                e => Error::Protocol(e.to_string()),
+                e => Error::Scram(e),
             };
             let server_first = exchange.client_first(data).map_err(scram_err)?;
             out.clear();

@@ -70,8 +70,8 @@ pub struct NodeHandle {
 impl Node {
     /// Load users and TLS material and bind the listener.
     pub async fn bind(config: Config) -> Result<Node, Error> {
-        let users = Users::load(&config.users_file).map_err(ConfigError::from).map_err(config_error)?;
-        let tls = crate::tls::acceptor(&config.tls).map_err(config_error)?;
+        let users = Users::load(&config.users_file).map_err(ConfigError::from)?;
+        let tls = crate::tls::acceptor(&config.tls)?;
         let listener = TcpListener::bind(config.listen.address).await?;
         let clients = Arc::new(Semaphore::new(config.listen.max_client_connections));
         let shared = Arc::new(Shared {
@@ -192,10 +192,6 @@ impl NodeHandle {
         tracing::info!("configuration reloaded");
         Ok(())
     }
-}
-
-fn config_error(e: ConfigError) -> Error {
-    Error::Protocol(e.to_string())
 }
 
 /// Tell a client we cannot take it, without waiting on it.

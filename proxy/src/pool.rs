@@ -73,6 +73,11 @@ pub struct PoolKey {
     pub user: String,
 }
 
+/// Idle connections older than this are checked for a close by the server
+/// before they are handed out; younger ones are handed out unchecked, so a
+/// busy pool pays no system call for it.
+const STALE_CHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
 enum Handoff {
     Conn(ServerConn),
     /// A slot was freed: the waiter may open a new connection.
@@ -309,12 +314,23 @@ fn take_idle(st: &mut State, client_id: u64, cfg: &PoolConfig) -> Option<ServerC
     loop {
         let pos = st.idle.iter().rposition(|c| c.last_client == client_id).or(st.idle.len().checked_sub(1))?;
         let conn = st.idle.swap_remove_keep_order(pos);
-        if conn.created.elapsed() < cfg.max_lifetime {
+        if conn.created.elapsed() < cfg.max_lifetime && still_open(&conn) {
             return Some(conn);
         }
         st.total -= 1;
         terminate(conn);
     }
+}
+
+/// Idle for a while? Then make sure the server has not closed it meanwhile
+/// (restart, `pg_terminate_backend`, idle_session_timeout): an idle
+/// connection has nothing to read, so readable means closed or dying.
+fn still_open(conn: &ServerConn) -> bool {
+    if conn.last_used.elapsed() < STALE_CHECK_AFTER {
+        return true;
+    }
+    let mut probe = [0u8; 1];
+    matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 trait RemoveKeepOrder<T> {

@@ -62,6 +62,37 @@ pub enum SessionEffect<'a> {
     Pin(PinReason),
 }
 
+/// Cheap pre-check, one pass over the bytes: can `sql` have any effect
+/// [`session_effect`] would report? `false` is definite; `true` means "look
+/// closer" (the word may sit in a string or be a column name).
+pub fn may_affect_session(sql: &[u8]) -> bool {
+    const WORDS: &[&[u8]] = &[
+        b"set", b"reset", b"discard", b"deallocate", b"listen", b"load", b"temp", b"temporary", b"pg_temp",
+        b"hold", b"prepare", b"set_config",
+    ];
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut i = 0;
+    while i < sql.len() {
+        if !is_word(sql[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < sql.len() && is_word(sql[i]) {
+            i += 1;
+        }
+        let w = &sql[start..i];
+        if WORDS.iter().any(|k| k.eq_ignore_ascii_case(w)) {
+            return true;
+        }
+        let starts = |p: &[u8]| w.len() >= p.len() && w[..p.len()].eq_ignore_ascii_case(p);
+        if starts(b"pg_advisory_lock") || starts(b"pg_try_advisory_lock") {
+            return true;
+        }
+    }
+    false
+}
+
 /// Classify one statement (no trailing `;`).
 pub fn session_effect(stmt: &str) -> SessionEffect<'_> {
     let mut toks = Lexer::new(stmt).peekable();
@@ -277,6 +308,23 @@ mod tests {
         ];
         for (sql, want) in cases {
             assert_eq!(session_effect(sql), want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn prefilter_never_misses() {
+        let all = [
+            "SET a = 1", "reset all", "DISCARD ALL", "DEALLOCATE ALL", "LISTEN c", "LOAD 'x'",
+            "CREATE TEMP TABLE t (a int)", "create temporary table t (a int)", "CREATE TABLE pg_temp.t (a int)",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1", "PREPARE q AS SELECT 1", "SELECT set_config('a','b',false)",
+            "SELECT pg_advisory_lock(1)", "SELECT PG_TRY_ADVISORY_LOCK_SHARED(1)",
+        ];
+        for sql in all {
+            assert_ne!(session_effect(sql), SessionEffect::None, "{sql}");
+            assert!(may_affect_session(sql.as_bytes()), "{sql}");
+        }
+        for sql in ["SELECT abalance FROM pgbench_accounts WHERE aid = $1", "BEGIN", "END", "INSERT INTO settings VALUES (1)"] {
+            assert!(!may_affect_session(sql.as_bytes()), "{sql}");
         }
     }
 

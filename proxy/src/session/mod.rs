@@ -298,7 +298,9 @@ impl State {
             }
             match h.tag {
                 b'Q' => {
-                    if let Some((sql, _)) = cstr(body) {
+                    if let Some((sql, _)) = cstr(body)
+                        && router::may_affect_session(sql)
+                    {
                         self.observe_sql(&String::from_utf8_lossy(sql));
                     }
                     self.pending.push_back(Expect::Query);
@@ -313,7 +315,7 @@ impl State {
                             self.ensure_prepared(&stmt, server, sout);
                             messages::bind_renamed(sout, portal, &stmt.server_name, after);
                             if let Some((sql, _)) = cstr(&stmt.parse_rest)
-                                && may_change_session(sql)
+                                && router::may_affect_session(sql)
                             {
                                 self.observe_sql(&String::from_utf8_lossy(sql));
                             }
@@ -390,13 +392,15 @@ impl State {
     fn on_parse(&mut self, raw: &[u8], body: &[u8], server: &mut ServerState, sout: &mut BytesMut) -> Result<(), Error> {
         let (name, rest) = cstr(body).ok_or_else(|| malformed("Parse"))?;
         let (sql, _) = cstr(rest).ok_or_else(|| malformed("Parse"))?;
-        let sets = may_change_session(sql);
-        if sets || may_pin(sql) {
+        if router::may_affect_session(sql) {
             let text = String::from_utf8_lossy(sql).into_owned();
             // Pins count at Parse; settings count when executed (Bind).
+            let mut sets = false;
             for stmt in router::lex::split_statements(&text) {
-                if let SessionEffect::Pin(_) = router::session_effect(stmt) {
-                    self.observe_statement(stmt);
+                match router::session_effect(stmt) {
+                    SessionEffect::Pin(_) => self.observe_statement(stmt),
+                    SessionEffect::None | SessionEffect::DeallocateAll => {}
+                    _ => sets = true,
                 }
             }
             if name.is_empty() {
@@ -440,22 +444,6 @@ fn malformed(what: &str) -> Error {
     Error::Protocol(format!("malformed {what} message"))
 }
 
-/// Cheap pre-check: could this SQL contain a SET/RESET/DISCARD?
-fn may_change_session(sql: &[u8]) -> bool {
-    contains_word(sql, b"set") || contains_word(sql, b"reset") || contains_word(sql, b"discard")
-}
-
-/// Cheap pre-check: could this SQL pin the session?
-fn may_pin(sql: &[u8]) -> bool {
-    [&b"listen"[..], b"temp", b"advisory", b"hold", b"prepare", b"set_config", b"load"]
-        .iter()
-        .any(|w| contains_word(sql, w))
-}
-
-fn contains_word(hay: &[u8], lower_word: &[u8]) -> bool {
-    hay.windows(lower_word.len()).any(|w| w.eq_ignore_ascii_case(lower_word))
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(crate) fn new(client: S, cbuf: BytesMut, server: Option<ServerConn>, st: State) -> Self {
         Session { client, cbuf, cout: BytesMut::with_capacity(8192), sout: BytesMut::with_capacity(8192), server, st }
@@ -470,21 +458,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             write_error(&mut self.cout, severity, e);
             let _ = self.client.write_all(&self.cout).await;
         }
-        self.finish();
+        self.finish().await;
         let _ = self.client.shutdown().await;
         result
     }
 
     /// Give the server connection back, or throw it away if it is not clean.
-    fn finish(&mut self) {
-        if let Some(conn) = self.server.take() {
-            self.st.cancel.set_target(None);
-            if self.st.pending.is_empty() && self.st.tx_status == b'I' && self.st.pinned.is_none() {
-                self.st.pool.checkin(conn);
-            } else {
-                self.st.pool.discard(conn);
-            }
+    /// A connection that held one client's session state (session mode, or
+    /// pinned) is reset with `DISCARD ALL` first.
+    async fn finish(&mut self) {
+        let Some(mut conn) = self.server.take() else { return };
+        self.st.cancel.set_target(None);
+        if !self.st.pending.is_empty() || self.st.tx_status != b'I' {
+            return self.st.pool.discard(conn);
         }
+        if !self.st.transaction_mode || self.st.pinned.is_some() {
+            if let Err(e) = conn.run_quiet("DISCARD ALL", connect_timeout(&self.st)).await {
+                tracing::debug!(error = %e, "server connection reset failed");
+                return self.st.pool.discard(conn);
+            }
+            conn.state.applied.clear();
+            conn.state.prepared.clear();
+        }
+        self.st.pool.checkin(conn);
     }
 
     async fn serve(&mut self) -> Result<(), Error> {
@@ -494,6 +490,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut last_client_activity = Instant::now();
         loop {
             if self.server.is_none() {
+                if drain.is_cancelled() {
+                    return Err(Error::ShuttingDown);
+                }
                 if !self.has_complete_message()? {
                     // cancel safety: read_buf and cancelled() are cancel safe.
                     let n = tokio::select! {
