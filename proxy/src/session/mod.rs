@@ -293,7 +293,7 @@ impl State {
             let (at, h) = m?;
             let raw = &cbuf[at..at + h.total];
             let body = &raw[HEADER_LEN..];
-            if self.skip_until_sync && h.tag != b'S' {
+            if self.skip_until_sync && h.tag != b'S' && h.tag != b'X' {
                 continue;
             }
             match h.tag {
@@ -487,7 +487,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let drain = self.st.shared.drain.clone();
         let hard = self.st.shared.hard.clone();
         let idle_tx_timeout = self.st.shared.config.load().listen.idle_in_transaction_timeout;
-        let mut last_client_activity = Instant::now();
+        let mut last_activity = Instant::now();
         loop {
             if self.server.is_none() {
                 if drain.is_cancelled() {
@@ -532,7 +532,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 continue;
             }
             let idle_deadline = match idle_tx_timeout {
-                Some(t) if self.st.tx_status != b'I' && self.st.pending.is_empty() => Some(last_client_activity + t),
+                Some(t) if self.st.tx_status != b'I' && self.st.pending.is_empty() => Some(last_activity + t),
                 _ => None,
             };
             // cancel safety: both reads are read_buf on sockets, the timer
@@ -542,12 +542,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     if r? == 0 {
                         return Ok(());
                     }
-                    last_client_activity = Instant::now();
+                    last_activity = Instant::now();
                 }
                 r = server.stream.read_buf(&mut server.rbuf) => {
                     let n = r.map_err(|e| Error::ServerLost(e.to_string()))?;
                     if n == 0 {
                         return Err(Error::ServerLost("server closed the connection".into()));
+                    }
+                    if idle_tx_timeout.is_some() {
+                        last_activity = Instant::now();
                     }
                     self.relay_server().await?;
                 }

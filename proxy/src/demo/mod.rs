@@ -1,0 +1,432 @@
+//! `meridian demo`: a local Meridian in front of real PostgreSQL servers,
+//! with no set-up beyond an installed PostgreSQL. See docs/demo.md.
+//!
+//! ```text
+//!   meridian demo [--dir DIR]            foreground; Ctrl-C or SIGTERM stops it
+//!   meridian demo [--dir DIR] --detach   re-runs itself as
+//!       meridian demo --dir DIR --foreground-child   (own session, log in DIR/demo.log)
+//!     and returns once DIR/demo.json says "ready" and SELECT 1 works through Meridian
+//!   meridian demo stop --dir DIR         SIGTERM the demo process, make sure
+//!                                        PostgreSQL is down, mark demo.json "stopped"
+//! ```
+//!
+//! Only one demo runs per directory: the demo process holds an exclusive
+//! `flock` on `DIR/demo.lock` for its whole life, and every start checks it
+//! (and the pid recorded in demo.json) first.
+//!
+//! Modules: [`run`] is the demo process, [`cluster`] the PostgreSQL side,
+//! [`state`] the demo.json file, [`stop`] the stop command.
+
+mod cluster;
+mod run;
+pub mod state;
+mod stop;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::fcntl::{Flock, FlockArg};
+
+use state::{DemoState, Status};
+
+/// The application role Meridian and PostgreSQL both know. A superuser, so
+/// test suites can run through the demo.
+pub const APP_USER: &str = "app";
+/// Its password, the same for Meridian and PostgreSQL.
+pub const APP_PASSWORD: &str = "app";
+/// The database holding the sample data, owned by the app role.
+pub const DATABASE: &str = "demo";
+/// The one Meridian node's id.
+pub const NODE_ID: &str = "meridian-1";
+/// The region of every part, until the demo simulates several.
+pub const REGION: &str = "local";
+
+/// The demo process's log when detached.
+const LOG_FILE: &str = "demo.log";
+/// Held (flock) by the running demo process.
+const LOCK_FILE: &str = "demo.lock";
+/// How long `--detach` waits for everything to accept connections.
+const DETACH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Log lines shown when a detached start fails.
+const LOG_TAIL_LINES: usize = 40;
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DemoArgs {
+    #[command(subcommand)]
+    pub command: Option<DemoCommand>,
+    /// The demo directory: PostgreSQL data, generated config, demo.json,
+    /// logs. Default: a new /tmp/meridian-demo-XXXXXX. Kept after the demo
+    /// stops; a later demo in the same directory replaces its contents.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Start in the background and return once every part accepts
+    /// connections; stop it with `meridian demo stop --dir DIR`.
+    #[arg(long)]
+    pub detach: bool,
+    /// Internal: the background process `--detach` starts.
+    #[arg(long, hide = true, conflicts_with = "detach", requires = "dir")]
+    pub foreground_child: bool,
+}
+
+#[derive(clap::Subcommand)]
+pub enum DemoCommand {
+    /// Stop the demo running in DIR and every server it started; succeeds
+    /// if it is already stopped.
+    Stop {
+        /// The demo's directory (where its demo.json is).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+pub fn main(args: DemoArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(DemoCommand::Stop { dir }) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(stop::stop(&dir))
+        }
+        None if args.foreground_child => {
+            // Leave the parent's session and terminal, so its Ctrl-C and
+            // hang-up do not reach us. (A fresh child is never a process
+            // group leader, so this succeeds.)
+            if let Err(e) = nix::unistd::setsid() {
+                tracing::warn!(error = %e, "setsid failed; continuing in the parent's session");
+            }
+            let dir = args.dir.context("--foreground-child needs --dir")?;
+            foreground(&dir, Some(dir.join(LOG_FILE)))
+        }
+        None if args.detach => detach(args.dir),
+        None => {
+            let dir = match args.dir {
+                Some(dir) => dir,
+                None => fresh_dir()?,
+            };
+            foreground(&dir, None)
+        }
+    }
+}
+
+/// Runs the demo in this process until SIGINT or SIGTERM.
+fn foreground(dir: &Path, log_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = prepare_dir(dir)?;
+    let _lock = lock(&dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run::run(&dir, log_file))
+}
+
+/// Starts the demo as a background process and waits until it is ready.
+fn detach(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let started = tokio::time::Instant::now();
+    let dir = match dir {
+        Some(dir) => dir,
+        None => fresh_dir()?,
+    };
+    let dir = prepare_dir(&dir)?;
+    // Fail early and clearly; the child takes the lock for real.
+    drop(lock(&dir)?);
+
+    let log_path = dir.join(LOG_FILE);
+    if log_path.exists() {
+        let _ = std::fs::rename(&log_path, dir.join(format!("{LOG_FILE}.1")));
+    }
+    let log =
+        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("finding the meridian binary")?;
+    let mut child = std::process::Command::new(&exe)
+        .arg("demo")
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--foreground-child")
+        // Plain log lines in demo.log, and no error backtraces in the tail
+        // we show when startup fails (panics still get theirs).
+        .env("NO_COLOR", "1")
+        .env("RUST_LIB_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {} demo --foreground-child", exe.display()))?;
+    eprintln!(
+        "Starting the Meridian demo in {} (pid {}, log {})...",
+        dir.display(),
+        child.id(),
+        log_path.display()
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let state = runtime.block_on(wait_ready(&dir, &mut child, &log_path))?;
+    print_ready(&state, true);
+    eprintln!("(ready in {:.1} s)", started.elapsed().as_secs_f64());
+    // The child runs on in its own session; it is not ours to wait for.
+    drop(child);
+    Ok(())
+}
+
+/// Waits for the child's demo.json to say "ready", then checks the node
+/// ourselves. On failure, interruption or timeout the child is stopped and
+/// the error carries the tail of its log.
+async fn wait_ready(dir: &Path, child: &mut Child, log_path: &Path) -> anyhow::Result<DemoState> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let deadline = tokio::time::Instant::now() + DETACH_TIMEOUT;
+    let pid = child.id();
+    let problem = loop {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!(
+                "the demo process exited during startup ({status}); the end of {}:\n{}",
+                log_path.display(),
+                log_tail(log_path, LOG_TAIL_LINES)
+            );
+        }
+        if let Ok(Some(state)) = DemoState::read(dir)
+            && state.pid == pid
+        {
+            match state.status {
+                Status::Ready => {
+                    let url = state.meridian_nodes.first().map(|n| n.client_url.clone());
+                    let Some(url) = url else {
+                        break anyhow::anyhow!("demo.json lists no Meridian node");
+                    };
+                    match run::check_url(&url, Duration::from_secs(15)).await {
+                        Ok(()) => return Ok(state),
+                        Err(e) => break e.context(format!("SELECT 1 through {url}")),
+                    }
+                }
+                Status::Failed | Status::Stopping | Status::Stopped => {
+                    // The child stops what it started and exits; wait for it.
+                    let _ = wait_exit(child, Duration::from_secs(30)).await;
+                    anyhow::bail!(
+                        "the demo failed to start: {}\nthe end of {}:\n{}",
+                        state.error.as_deref().unwrap_or("(no error recorded)"),
+                        log_path.display(),
+                        log_tail(log_path, LOG_TAIL_LINES)
+                    );
+                }
+                Status::Starting | Status::Unknown => {}
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break anyhow::anyhow!("the demo was not ready within {DETACH_TIMEOUT:?}");
+        }
+        // cancel safety: Signal::recv and sleep are cancel safe.
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = int.recv() => break anyhow::anyhow!("interrupted (SIGINT)"),
+            _ = term.recv() => break anyhow::anyhow!("interrupted (SIGTERM)"),
+        }
+    };
+    eprintln!("Stopping the demo process (pid {pid}): {problem:#}");
+    if let Ok(raw) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(raw),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if !wait_exit(child, Duration::from_secs(30)).await {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    anyhow::bail!(
+        "{problem:#}; the end of {}:\n{}",
+        log_path.display(),
+        log_tail(log_path, LOG_TAIL_LINES)
+    )
+}
+
+/// Waits up to `timeout` for the child to exit, reaping it.
+async fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Prints how to connect and how to stop.
+fn print_ready(state: &DemoState, detached: bool) {
+    use std::fmt::Write as _;
+    let dir = state.dir.display();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nMeridian demo is running in {dir} (pid {}).\n",
+        state.pid
+    );
+    let _ = writeln!(
+        out,
+        "Connect through Meridian (applications), database \"{}\":",
+        state.database
+    );
+    for node in &state.meridian_nodes {
+        let _ = writeln!(
+            out,
+            "  psql \"{}\"      # {} ({})",
+            node.client_url, node.id, node.region
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nStraight to PostgreSQL, bypassing Meridian (for comparison):"
+    );
+    for server in &state.postgres_servers {
+        let url = server.url.clone().unwrap_or_else(|| {
+            let (user, password, db) = (&state.app_user, &state.app_password, &state.database);
+            format!(
+                "postgresql://{user}:{password}@{}:{}/{db}",
+                server.host, server.port
+            )
+        });
+        let _ = writeln!(
+            out,
+            "  psql \"{url}\"      # {} ({}, shard {})",
+            server.name, server.role, server.shard
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nSample data: owners (100 rows), pets (250), watch_sessions (600), keyed by owner_id."
+    );
+    let _ = writeln!(
+        out,
+        "  e.g. SELECT species, count(*) FROM pets GROUP BY species;\n"
+    );
+    let _ = writeln!(out, "State: {dir}/demo.json   Config: {dir}/meridian.toml");
+    if detached {
+        let _ = writeln!(out, "Log:   {dir}/{LOG_FILE}");
+        let _ = writeln!(out, "Stop:  meridian demo stop --dir {dir}");
+    } else {
+        let _ = writeln!(
+            out,
+            "Stop:  Ctrl-C here, or `meridian demo stop --dir {dir}`"
+        );
+    }
+    say(out.trim_end());
+}
+
+/// Prints a line on stdout; a closed stdout (the terminal went away) is
+/// not worth a panic.
+fn say(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
+/// A new `/tmp/meridian-demo-XXXXXX`.
+fn fresh_dir() -> anyhow::Result<PathBuf> {
+    use rand::Rng;
+    for _ in 0..100 {
+        let suffix: String = rand::thread_rng()
+            .sample_iter(rand::distributions::Alphanumeric)
+            .take(6)
+            .map(|b| char::from(b).to_ascii_lowercase())
+            .collect();
+        let dir = std::env::temp_dir().join(format!("meridian-demo-{suffix}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    anyhow::bail!(
+        "could not create a fresh demo directory under {}",
+        std::env::temp_dir().display()
+    )
+}
+
+/// Creates `dir` if needed and returns it absolute. A directory we create
+/// is made 0755 so the PostgreSQL OS user can reach its own subdirectories.
+fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let existed = dir.exists();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let fresh = !existed
+        || std::fs::read_dir(&dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+    if fresh {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod 0755 {}", dir.display()))?;
+    }
+    Ok(dir)
+}
+
+/// Takes `DIR/demo.lock`, or explains which demo holds it.
+fn lock(dir: &Path) -> anyhow::Result<Flock<File>> {
+    let path = dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => {
+            // Between runs the lock is free but demo.json may still name a
+            // live demo process (one started by an older binary): refuse too.
+            if let Ok(Some(state)) = DemoState::read(dir)
+                && state.status != Status::Stopped
+                && let Some(pid) = state.live_pid()
+                && pid != std::process::id()
+            {
+                anyhow::bail!(already_running(dir, pid, &state));
+            }
+            Ok(lock)
+        }
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let state = DemoState::read(dir).ok().flatten();
+            let pid = state.as_ref().and_then(DemoState::live_pid).unwrap_or(0);
+            match state {
+                Some(state) => anyhow::bail!(already_running(dir, pid, &state)),
+                None => anyhow::bail!(
+                    "a Meridian demo is already starting in {}; stop it with `meridian demo stop --dir {}`",
+                    dir.display(),
+                    dir.display()
+                ),
+            }
+        }
+        Err((_, errno)) => Err(errno).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+fn already_running(dir: &Path, pid: u32, state: &DemoState) -> String {
+    let status = serde_json::to_value(state.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let url = state
+        .meridian_nodes
+        .first()
+        .map(|n| format!("; connect with psql \"{}\"", n.client_url))
+        .unwrap_or_default();
+    format!(
+        "a Meridian demo is already running in {} (pid {pid}, status {status}){url}; stop it first with `meridian demo stop --dir {}`",
+        dir.display(),
+        dir.display()
+    )
+}
+
+/// The last `n` lines of a file, or a note that it could not be read.
+fn log_tail(path: &Path, n: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("({} unreadable: {e})", path.display()),
+    }
+}
