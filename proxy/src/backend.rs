@@ -168,12 +168,16 @@ impl ServerConn {
                             scram = Some(s);
                         }
                         11 => {
-                            let s = scram.as_mut().ok_or_else(|| BackendError::Protocol("SASL continue without start".into()))?;
+                            let s = scram
+                                .as_mut()
+                                .ok_or_else(|| BackendError::Protocol("SASL continue without start".into()))?;
                             s.update(data).map_err(|e| BackendError::Auth(e.to_string()))?;
                             frontend::sasl_response(s.message(), &mut out)?;
                         }
                         12 => {
-                            let mut s = scram.take().ok_or_else(|| BackendError::Protocol("SASL final without start".into()))?;
+                            let mut s = scram
+                                .take()
+                                .ok_or_else(|| BackendError::Protocol("SASL final without start".into()))?;
                             s.finish(data).map_err(|e| BackendError::Auth(e.to_string()))?;
                             continue;
                         }

@@ -297,7 +297,10 @@ impl RawConfig {
             reason: e.to_string(),
         })?;
         if self.listen.max_client_connections == 0 {
-            return Err(ConfigError::Invalid { key: "listen.max_client_connections", reason: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                key: "listen.max_client_connections",
+                reason: "must be at least 1".into(),
+            });
         }
         let max_message_size = parse_size("listen.max_message_size", &self.listen.max_message_size)?;
         if max_message_size < 1024 {

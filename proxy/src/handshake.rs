@@ -62,6 +62,7 @@ fn log_ended(e: &Error) {
 }
 
 /// A client session ready to run, over plain TCP or TLS.
+#[allow(clippy::large_enum_variant)] // one per client, moved once
 pub(crate) enum Ready {
     Plain(Session<TcpStream>),
     Tls(Box<Session<tokio_rustls::server::TlsStream<TcpStream>>>),
@@ -324,7 +325,8 @@ where
             if tag != b'p' {
                 return Err(Error::Protocol("expected SASL response".into()));
             }
-            let (mechanism, rest) = frame::cstr(&body).ok_or_else(|| Error::Protocol("malformed SASL response".into()))?;
+            let (mechanism, rest) =
+                frame::cstr(&body).ok_or_else(|| Error::Protocol("malformed SASL response".into()))?;
             if mechanism != b"SCRAM-SHA-256" {
                 return Err(Error::Protocol("client selected an invalid SASL authentication mechanism".into()));
             }

@@ -182,7 +182,8 @@ impl NodeHandle {
         }
         let pool_config = Arc::new(new.pool.clone());
         for pool in self.shared.pools.all() {
-            let password = users.get(&pool.key.user).and_then(|u| u.backend_password.as_ref()).map(|s| s.expose().to_owned());
+            let password =
+                users.get(&pool.key.user).and_then(|u| u.backend_password.as_ref()).map(|s| s.expose().to_owned());
             pool.reconfigure(pool_config.clone(), password);
         }
         self.shared.pool_config.store(pool_config);

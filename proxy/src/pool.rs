@@ -78,6 +78,7 @@ pub struct PoolKey {
 /// busy pool pays no system call for it.
 const STALE_CHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
+#[allow(clippy::large_enum_variant)] // moved once per handoff; boxing would allocate each time
 enum Handoff {
     Conn(ServerConn),
     /// A slot was freed: the waiter may open a new connection.

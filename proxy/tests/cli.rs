@@ -2,6 +2,8 @@
 //! of this package also makes `cargo test --workspace` build the binary
 //! that the integration tests run.)
 
+#![allow(clippy::unwrap_used)] // test helpers
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 

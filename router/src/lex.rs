@@ -104,11 +104,7 @@ impl<'a> Lexer<'a> {
             }
             b'"' => {
                 self.pos = quoted_end(b, start + 1, b'"', false);
-                let end = if self.pos > start + 1 && b[self.pos - 1] == b'"' {
-                    self.pos - 1
-                } else {
-                    self.pos
-                };
+                let end = if self.pos > start + 1 && b[self.pos - 1] == b'"' { self.pos - 1 } else { self.pos };
                 Token::QuotedIdent(&self.src[start + 1..end])
             }
             b'$' => match dollar_tag_len(&b[start..]) {

@@ -67,8 +67,18 @@ pub enum SessionEffect<'a> {
 /// closer" (the word may sit in a string or be a column name).
 pub fn may_affect_session(sql: &[u8]) -> bool {
     const WORDS: &[&[u8]] = &[
-        b"set", b"reset", b"discard", b"deallocate", b"listen", b"load", b"temp", b"temporary", b"pg_temp",
-        b"hold", b"prepare", b"set_config",
+        b"set",
+        b"reset",
+        b"discard",
+        b"deallocate",
+        b"listen",
+        b"load",
+        b"temp",
+        b"temporary",
+        b"pg_temp",
+        b"hold",
+        b"prepare",
+        b"set_config",
     ];
     let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let mut i = 0;
@@ -135,8 +145,8 @@ pub fn session_effect(stmt: &str) -> SessionEffect<'_> {
             }
             SessionEffect::None
         }
-        "BEGIN" | "COMMIT" | "ROLLBACK" | "START" | "END" | "SAVEPOINT" | "RELEASE" | "ABORT" | "SHOW"
-        | "UNLISTEN" | "NOTIFY" | "CHECKPOINT" | "VACUUM" | "ANALYZE" => SessionEffect::None,
+        "BEGIN" | "COMMIT" | "ROLLBACK" | "START" | "END" | "SAVEPOINT" | "RELEASE" | "ABORT" | "SHOW" | "UNLISTEN"
+        | "NOTIFY" | "CHECKPOINT" | "VACUUM" | "ANALYZE" => SessionEffect::None,
         "CREATE" => scan_body(toks, true),
         _ => scan_body(toks, first_allows_temp(first)),
     }
@@ -314,16 +324,28 @@ mod tests {
     #[test]
     fn prefilter_never_misses() {
         let all = [
-            "SET a = 1", "reset all", "DISCARD ALL", "DEALLOCATE ALL", "LISTEN c", "LOAD 'x'",
-            "CREATE TEMP TABLE t (a int)", "create temporary table t (a int)", "CREATE TABLE pg_temp.t (a int)",
-            "DECLARE c CURSOR WITH HOLD FOR SELECT 1", "PREPARE q AS SELECT 1", "SELECT set_config('a','b',false)",
-            "SELECT pg_advisory_lock(1)", "SELECT PG_TRY_ADVISORY_LOCK_SHARED(1)",
+            "SET a = 1",
+            "reset all",
+            "DISCARD ALL",
+            "DEALLOCATE ALL",
+            "LISTEN c",
+            "LOAD 'x'",
+            "CREATE TEMP TABLE t (a int)",
+            "create temporary table t (a int)",
+            "CREATE TABLE pg_temp.t (a int)",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "PREPARE q AS SELECT 1",
+            "SELECT set_config('a','b',false)",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT PG_TRY_ADVISORY_LOCK_SHARED(1)",
         ];
         for sql in all {
             assert_ne!(session_effect(sql), SessionEffect::None, "{sql}");
             assert!(may_affect_session(sql.as_bytes()), "{sql}");
         }
-        for sql in ["SELECT abalance FROM pgbench_accounts WHERE aid = $1", "BEGIN", "END", "INSERT INTO settings VALUES (1)"] {
+        for sql in
+            ["SELECT abalance FROM pgbench_accounts WHERE aid = $1", "BEGIN", "END", "INSERT INTO settings VALUES (1)"]
+        {
             assert!(!may_affect_session(sql.as_bytes()), "{sql}");
         }
     }

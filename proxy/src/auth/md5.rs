@@ -21,10 +21,7 @@ const SECRET_LEN: usize = 35;
 /// The secret to store for `user` with `password` (what PostgreSQL puts in
 /// `pg_authid.rolpassword` under `password_encryption = md5`).
 pub fn secret(user: &str, password: &str) -> String {
-    let digest = Md5::new()
-        .chain_update(password.as_bytes())
-        .chain_update(user.as_bytes())
-        .finalize();
+    let digest = Md5::new().chain_update(password.as_bytes()).chain_update(user.as_bytes()).finalize();
     format!("md5{}", hex(&digest))
 }
 
@@ -33,9 +30,7 @@ pub fn secret(user: &str, password: &str) -> String {
 pub fn is_secret(s: &str) -> bool {
     s.len() == SECRET_LEN
         && s.starts_with("md5")
-        && s.bytes()
-            .skip(3)
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && s.bytes().skip(3).all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A fresh salt for `AuthenticationMD5Password`.
@@ -54,20 +49,15 @@ pub fn verify(stored: &str, salt: [u8; 4], response: &[u8]) -> bool {
         return false;
     }
     let response = response.strip_suffix(&[0]).unwrap_or(response);
-    let digest = Md5::new()
-        .chain_update(&stored.as_bytes()[3..])
-        .chain_update(salt)
-        .finalize();
+    let digest = Md5::new().chain_update(&stored.as_bytes()[3..]).chain_update(salt).finalize();
     let expected = format!("md5{}", hex(&digest));
     constant_time_eq(expected.as_bytes(), response)
 }
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }

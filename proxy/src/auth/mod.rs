@@ -41,9 +41,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use scram::{MockSecret, ScramExchange, ScramVerifier, VerifierError};
-pub use users::{
-    AuthMethod, Credential, PoolMode, RawUser, RawUsers, Secret, User, Users, UsersError,
-};
+pub use users::{AuthMethod, Credential, PoolMode, RawUser, RawUsers, Secret, User, Users, UsersError};
 
 /// Why a SCRAM exchange ended without authenticating the client.
 ///
@@ -151,9 +149,6 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
     std::hint::black_box(diff) == 0
 }

@@ -88,9 +88,7 @@ pub enum VerifierError {
     /// [`ScramVerifier::generate`] got a password that SASLprep would change
     /// (non-ASCII compatibility characters, unusual spaces, ...). Only
     /// [`ScramVerifier::from_password`] can normalize those.
-    #[error(
-        "password needs SASLprep normalization; use a random salt (ScramVerifier::from_password)"
-    )]
+    #[error("password needs SASLprep normalization; use a random salt (ScramVerifier::from_password)")]
     NeedsSaslprep,
 }
 
@@ -336,10 +334,7 @@ impl ScramExchange {
     /// real user with a wrong password. Malformed messages fail the same way
     /// as in a real exchange.
     pub fn mock(user: &str, secret: &MockSecret) -> Self {
-        let digest = Sha256::new()
-            .chain_update(user.as_bytes())
-            .chain_update(secret.0)
-            .finalize();
+        let digest = Sha256::new().chain_update(user.as_bytes()).chain_update(secret.0).finalize();
         let verifier = ScramVerifier {
             iterations: DEFAULT_ITERATIONS,
             salt: digest[..DEFAULT_SALT_LEN].to_vec(),
@@ -352,12 +347,7 @@ impl ScramExchange {
     }
 
     fn build(verifier: ScramVerifier, server_nonce: String, doomed: bool) -> Self {
-        ScramExchange {
-            verifier,
-            server_nonce,
-            doomed,
-            state: State::AwaitingClientFirst,
-        }
+        ScramExchange { verifier, server_nonce, doomed, state: State::AwaitingClientFirst }
     }
 
     /// Handles the client-first message (the `SASLInitialResponse` data) and
@@ -365,9 +355,7 @@ impl ScramExchange {
     pub fn client_first(&mut self, message: &[u8]) -> Result<Vec<u8>, AuthError> {
         if !matches!(self.state, State::AwaitingClientFirst) {
             self.state = State::Done;
-            return Err(AuthError::OutOfOrder(
-                "client-first message after the first round",
-            ));
+            return Err(AuthError::OutOfOrder("client-first message after the first round"));
         }
         // Until this round succeeds, any error leaves the exchange finished.
         self.state = State::Done;
@@ -387,30 +375,22 @@ impl ScramExchange {
             _ => return Err(AuthError::Malformed("unexpected channel-binding flag")),
         };
         if input.next() != Some(b',') {
-            return Err(AuthError::Malformed(
-                "comma expected after the channel-binding flag",
-            ));
+            return Err(AuthError::Malformed("comma expected after the channel-binding flag"));
         }
         match input.next() {
             Some(b',') => {}
             Some(b'a') => {
-                return Err(AuthError::Unsupported(
-                    "client uses authorization identity, but it is not supported",
-                ));
+                return Err(AuthError::Unsupported("client uses authorization identity, but it is not supported"));
             }
             _ => {
-                return Err(AuthError::Malformed(
-                    "unexpected attribute in client-first-message",
-                ));
+                return Err(AuthError::Malformed("unexpected attribute in client-first-message"));
             }
         }
 
         // client-first-message-bare = [reserved-mext ","] username "," nonce ["," extensions]
         let client_first_bare = input.rest().to_vec();
         if input.peek() == Some(b'm') {
-            return Err(AuthError::Unsupported(
-                "client requires an unsupported SCRAM extension",
-            ));
+            return Err(AuthError::Unsupported("client requires an unsupported SCRAM extension"));
         }
         // The SCRAM user name is ignored, as in PostgreSQL: the identity is
         // the startup packet's `user`, and libpq sends an empty one here.
@@ -420,9 +400,7 @@ impl ScramExchange {
             return Err(AuthError::Malformed("empty SCRAM nonce"));
         }
         if !client_nonce.iter().copied().all(is_printable) {
-            return Err(AuthError::Malformed(
-                "non-printable characters in SCRAM nonce",
-            ));
+            return Err(AuthError::Malformed("non-printable characters in SCRAM nonce"));
         }
         // Optional extensions: none supported, so skip them (after checking
         // they are shaped like attributes).
@@ -454,14 +432,10 @@ impl ScramExchange {
         let round = match std::mem::replace(&mut self.state, State::Done) {
             State::AwaitingClientFinal(round) => round,
             State::AwaitingClientFirst => {
-                return Err(AuthError::OutOfOrder(
-                    "client-final message before client-first",
-                ));
+                return Err(AuthError::OutOfOrder("client-final message before client-first"));
             }
             State::Done => {
-                return Err(AuthError::OutOfOrder(
-                    "client-final message after the exchange ended",
-                ));
+                return Err(AuthError::OutOfOrder("client-final message after the exchange ended"));
             }
         };
         check_length(message)?;
@@ -471,9 +445,7 @@ impl ScramExchange {
         // client-final-message = client-final-message-without-proof "," proof
         let channel_binding = input.attr_value(b'c', "expected channel-binding attribute \"c\"")?;
         if channel_binding != round.channel_binding.expected_echo() {
-            return Err(AuthError::Malformed(
-                "unexpected SCRAM channel-binding attribute in client-final-message",
-            ));
+            return Err(AuthError::Malformed("unexpected SCRAM channel-binding attribute in client-final-message"));
         }
         let final_nonce = input.attr_value(b'r', "expected nonce attribute \"r\"")?;
         let (without_proof_len, proof) = loop {
@@ -485,13 +457,9 @@ impl ScramExchange {
                 break (comma, value);
             }
         };
-        let proof = decode_key(proof).ok_or(AuthError::Malformed(
-            "malformed proof in client-final-message",
-        ))?;
+        let proof = decode_key(proof).ok_or(AuthError::Malformed("malformed proof in client-final-message"))?;
         if !input.at_end() {
-            return Err(AuthError::Malformed(
-                "garbage found at the end of client-final-message",
-            ));
+            return Err(AuthError::Malformed("garbage found at the end of client-final-message"));
         }
 
         let mut expected_nonce = round.client_nonce;
@@ -502,13 +470,8 @@ impl ScramExchange {
 
         // AuthMessage = client-first-message-bare "," server-first-message ","
         //               client-final-message-without-proof
-        let auth_message: [&[u8]; 5] = [
-            &round.client_first_bare,
-            b",",
-            &round.server_first,
-            b",",
-            &message[..without_proof_len],
-        ];
+        let auth_message: [&[u8]; 5] =
+            [&round.client_first_bare, b",", &round.server_first, b",", &message[..without_proof_len]];
         let client_signature = hmac(&self.verifier.stored_key, &auth_message);
         let mut client_key = proof;
         for (k, s) in client_key.iter_mut().zip(client_signature) {
@@ -537,10 +500,7 @@ impl fmt::Debug for ScramExchange {
         };
         // `doomed` is left out on purpose: whether the user exists is not
         // something to put in a log line by accident.
-        f.debug_struct("ScramExchange")
-            .field("verifier", &self.verifier)
-            .field("state", &state)
-            .finish_non_exhaustive()
+        f.debug_struct("ScramExchange").field("verifier", &self.verifier).field("state", &state).finish_non_exhaustive()
     }
 }
 
@@ -587,15 +547,11 @@ impl<'a> Cursor<'a> {
     fn any_attr(&mut self) -> Result<(u8, &'a [u8]), AuthError> {
         let attr = match self.next() {
             None => {
-                return Err(AuthError::Malformed(
-                    "attribute expected, but found end of message",
-                ));
+                return Err(AuthError::Malformed("attribute expected, but found end of message"));
             }
             Some(a) if a.is_ascii_alphabetic() => a,
             Some(_) => {
-                return Err(AuthError::Malformed(
-                    "attribute expected, found invalid character",
-                ));
+                return Err(AuthError::Malformed("attribute expected, found invalid character"));
             }
         };
         if self.next() != Some(b'=') {

@@ -227,12 +227,7 @@ pub enum UsersError {
     /// Only the parser's message and position are kept: its usual snippet of
     /// the offending line could show a password.
     #[error("users file {}, line {line}, column {column}: {message}", path.display())]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
     /// `name = ""`.
     #[error("[[user]] number {index}: `name` is empty")]
     EmptyName { index: usize },
@@ -254,9 +249,7 @@ pub enum UsersError {
         source: VerifierError,
     },
     /// `secret` for md5 is not "md5" and 32 lowercase hex digits.
-    #[error(
-        "user {user:?}: `secret` for auth = \"md5\" must be \"md5\" followed by 32 lowercase hex digits"
-    )]
+    #[error("user {user:?}: `secret` for auth = \"md5\" must be \"md5\" followed by 32 lowercase hex digits")]
     InvalidMd5Secret { user: String },
     /// Both `backend_password` and `backend_password_file`.
     #[error("user {user:?}: set only one of `backend_password` and `backend_password_file`")]
@@ -329,10 +322,7 @@ impl RawUser {
             (None, None) => None,
             (Some(password), None) => {
                 if password.expose().is_empty() {
-                    return Err(UsersError::EmptyBackendPassword {
-                        user: name,
-                        key: "backend_password",
-                    });
+                    return Err(UsersError::EmptyBackendPassword { user: name, key: "backend_password" });
                 }
                 Some(password)
             }
@@ -341,30 +331,17 @@ impl RawUser {
                 let text = match std::fs::read_to_string(&path) {
                     Ok(text) => text,
                     Err(source) => {
-                        return Err(UsersError::BackendPasswordFile {
-                            user: name,
-                            path,
-                            source,
-                        });
+                        return Err(UsersError::BackendPasswordFile { user: name, path, source });
                     }
                 };
                 let password = text.lines().next().unwrap_or_default().trim();
                 if password.is_empty() {
-                    return Err(UsersError::EmptyBackendPassword {
-                        user: name,
-                        key: "backend_password_file",
-                    });
+                    return Err(UsersError::EmptyBackendPassword { user: name, key: "backend_password_file" });
                 }
                 Some(Secret::new(password))
             }
         };
-        Ok(User {
-            name,
-            credential,
-            backend_password,
-            admin: self.admin,
-            pool_mode: self.pool_mode,
-        })
+        Ok(User { name, credential, backend_password, admin: self.admin, pool_mode: self.pool_mode })
     }
 }
 
@@ -372,10 +349,8 @@ impl Users {
     /// Reads, parses and validates the users file at `path`; relative
     /// `backend_password_file`s are resolved against its directory.
     pub fn load(path: &Path) -> Result<Users, UsersError> {
-        let text = std::fs::read_to_string(path).map_err(|source| UsersError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| UsersError::Read { path: path.to_owned(), source })?;
         Users::parse(&text, path)
     }
 
@@ -383,16 +358,8 @@ impl Users {
     /// `path` names the file in errors and locates relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Users, UsersError> {
         let raw: RawUsers = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|span| line_and_column(text, span.start))
-                .unwrap_or((0, 0));
-            UsersError::Parse {
-                path: path.to_owned(),
-                line,
-                column,
-                message: redact_strings(e.message().trim_end()),
-            }
+            let (line, column) = e.span().map(|span| line_and_column(text, span.start)).unwrap_or((0, 0));
+            UsersError::Parse { path: path.to_owned(), line, column, message: redact_strings(e.message().trim_end()) }
         })?;
         let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
         raw.validate(base_dir)

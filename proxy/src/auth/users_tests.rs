@@ -16,11 +16,7 @@ fn parse(text: &str) -> Result<Users, UsersError> {
 #[test]
 fn full_file_parses() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("reporting.pw"),
-        "  from-file-pw  \nignored\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("reporting.pw"), "  from-file-pw  \nignored\n").unwrap();
     let path = dir.path().join("users.toml");
     let scram = scram_secret();
     std::fs::write(
@@ -60,19 +56,13 @@ pool_mode = "session"
     assert_eq!(app.pool_mode, Some(PoolMode::Transaction));
 
     let legacy = users.get("legacy").unwrap();
-    assert_eq!(
-        legacy.credential,
-        Credential::Md5("md553f48b7c4b76a86ce72276c5755f217d".into())
-    );
+    assert_eq!(legacy.credential, Credential::Md5("md553f48b7c4b76a86ce72276c5755f217d".into()));
     assert_eq!(legacy.backend_password, None);
     assert_eq!(legacy.pool_mode, None);
 
     let reporting = users.get("reporting").unwrap();
     assert_eq!(reporting.credential, Credential::Trust);
-    assert_eq!(
-        reporting.backend_password.as_ref().map(Secret::expose),
-        Some("from-file-pw")
-    );
+    assert_eq!(reporting.backend_password.as_ref().map(Secret::expose), Some("from-file-pw"));
     assert!(reporting.admin);
     assert_eq!(reporting.pool_mode, Some(PoolMode::Session));
 
@@ -94,10 +84,7 @@ fn assert_fails(text: &str, check: fn(&UsersError) -> bool, needles: &[&str]) {
     assert!(check(&err), "unexpected error variant: {err:?}");
     let message = err.to_string();
     for needle in needles {
-        assert!(
-            message.contains(needle),
-            "{message:?} should mention {needle:?}"
-        );
+        assert!(message.contains(needle), "{message:?} should mention {needle:?}");
     }
 }
 
@@ -112,15 +99,7 @@ fn validation_errors_name_user_and_key() {
     );
     assert_fails(
         "[[user]]\nname = \"old\"\nauth = \"md5\"\n",
-        |e| {
-            matches!(
-                e,
-                UsersError::MissingSecret {
-                    auth: AuthMethod::Md5,
-                    ..
-                }
-            )
-        },
+        |e| matches!(e, UsersError::MissingSecret { auth: AuthMethod::Md5, .. }),
         &["\"old\"", "`secret`", "md5"],
     );
     assert_fails(
@@ -149,9 +128,7 @@ fn validation_errors_name_user_and_key() {
         &["\"t\"", "`secret`", "trust"],
     );
     assert_fails(
-        &format!(
-            "[[user]]\nname = \"app\"\nsecret = \"{scram}\"\n[[user]]\nname = \"app\"\nauth = \"trust\"\n"
-        ),
+        &format!("[[user]]\nname = \"app\"\nsecret = \"{scram}\"\n[[user]]\nname = \"app\"\nauth = \"trust\"\n"),
         |e| matches!(e, UsersError::DuplicateUser { user } if user == "app"),
         &["\"app\"", "`name`"],
     );
@@ -186,16 +163,7 @@ fn empty_backend_password_file_is_rejected() {
         &dir.path().join("users.toml"),
     )
     .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            UsersError::EmptyBackendPassword {
-                key: "backend_password_file",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, UsersError::EmptyBackendPassword { key: "backend_password_file", .. }), "{err:?}");
 }
 
 #[test]
@@ -215,39 +183,25 @@ fn shape_errors_name_the_key_and_position() {
         |e| matches!(e, UsersError::Parse { line: 4, .. }),
         &["statement", "transaction"],
     );
-    assert_fails(
-        "[[users]]\nname = \"app\"\n",
-        |e| matches!(e, UsersError::Parse { .. }),
-        &["users"],
-    );
-    assert_fails(
-        "[[user]]\nauth = \"trust\"\n",
-        |e| matches!(e, UsersError::Parse { .. }),
-        &["name"],
-    );
+    assert_fails("[[users]]\nname = \"app\"\n", |e| matches!(e, UsersError::Parse { .. }), &["users"]);
+    assert_fails("[[user]]\nauth = \"trust\"\n", |e| matches!(e, UsersError::Parse { .. }), &["name"]);
 }
 
 #[test]
 fn parse_errors_do_not_echo_secret_lines() {
     // A syntax error on the backend_password line: the message must not quote
     // the line the way toml's default Display does.
-    let err =
-        parse("[[user]]\nname = \"t\"\nauth = \"trust\"\nbackend_password = \"hunter2\" oops\n")
-            .unwrap_err();
+    let err = parse("[[user]]\nname = \"t\"\nauth = \"trust\"\nbackend_password = \"hunter2\" oops\n").unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, UsersError::Parse { line: 4, .. }), "{err:?}");
     assert!(!message.contains("hunter2"), "{message}");
 
     // A password typed into a key of another type: serde would quote it.
-    let err =
-        parse("[[user]]\nname = \"t\"\nauth = \"trust\"\nadmin = \"hun\\\"ter2\"\n").unwrap_err();
+    let err = parse("[[user]]\nname = \"t\"\nauth = \"trust\"\nadmin = \"hun\\\"ter2\"\n").unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, UsersError::Parse { line: 4, .. }), "{err:?}");
     assert!(message.contains("expected a boolean"), "{message}");
-    assert!(
-        !message.contains("hun") && !message.contains("ter2"),
-        "{message}"
-    );
+    assert!(!message.contains("hun") && !message.contains("ter2"), "{message}");
 }
 
 #[test]

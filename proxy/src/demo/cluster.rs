@@ -22,28 +22,12 @@ pub fn pg_dir(dir: &Path) -> PathBuf {
 /// database, and loads the sample data. If anything fails, the servers
 /// already started are stopped (the cluster's `Drop`).
 pub async fn start(dir: &Path) -> anyhow::Result<PgCluster> {
-    let spec = ClusterSpec::default()
-        .with_replicas(1)
-        .with_base_dir(pg_dir(dir))
-        .with_name_prefix(SHARD);
-    let cluster = PgCluster::start(spec)
-        .await
-        .context("starting PostgreSQL (primary and replica)")?;
-    cluster
-        .create_user(APP_USER, APP_PASSWORD, true)
-        .await
-        .context("creating the app role")?;
-    cluster
-        .create_database(DATABASE, APP_USER)
-        .await
-        .context("creating the demo database")?;
-    load_sample(cluster.primary())
-        .await
-        .context("loading the sample schema")?;
-    cluster
-        .wait_replicas_caught_up()
-        .await
-        .context("waiting for the replica to catch up")?;
+    let spec = ClusterSpec::default().with_replicas(1).with_base_dir(pg_dir(dir)).with_name_prefix(SHARD);
+    let cluster = PgCluster::start(spec).await.context("starting PostgreSQL (primary and replica)")?;
+    cluster.create_user(APP_USER, APP_PASSWORD, true).await.context("creating the app role")?;
+    cluster.create_database(DATABASE, APP_USER).await.context("creating the demo database")?;
+    load_sample(cluster.primary()).await.context("loading the sample schema")?;
+    cluster.wait_replicas_caught_up().await.context("waiting for the replica to catch up")?;
     Ok(cluster)
 }
 
@@ -51,10 +35,7 @@ pub async fn start(dir: &Path) -> anyhow::Result<PgCluster> {
 /// socket (always trusted) and loads the schema, so the app owns it.
 async fn load_sample(primary: &PgServer) -> anyhow::Result<()> {
     let mut config = primary.socket_config();
-    config
-        .user(APP_USER)
-        .dbname(DATABASE)
-        .application_name("meridian-demo");
+    config.user(APP_USER).dbname(DATABASE).application_name("meridian-demo");
     let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
     let driver = tokio::spawn(connection);
     let result = client.batch_execute(SAMPLE_SQL).await;
@@ -80,11 +61,7 @@ pub fn describe(cluster: &PgCluster) -> Vec<PostgresServer> {
             port: server.port(),
             pid: server.pid(),
             data_dir: server.data_dir().to_path_buf(),
-            url: Some(format!(
-                "postgresql://{APP_USER}:{APP_PASSWORD}@{}:{}/{DATABASE}",
-                server.host(),
-                server.port()
-            )),
+            url: Some(format!("postgresql://{APP_USER}:{APP_PASSWORD}@{}:{}/{DATABASE}", server.host(), server.port())),
             log_file: Some(server.log_file().to_path_buf()),
             extra: Default::default(),
         })
@@ -103,10 +80,7 @@ pub fn leftover_servers(dir: &Path) -> Vec<(PathBuf, u32)> {
         let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
             continue;
         };
-        if let Some(pid) = text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<u32>().ok())
+        if let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<u32>().ok())
             && super::state::is_alive(pid)
         {
             found.push((data_dir, pid));
@@ -118,10 +92,8 @@ pub fn leftover_servers(dir: &Path) -> Vec<(PathBuf, u32)> {
 /// Stops the servers `servers` lists and any other found running in
 /// `DIR/pg`. Servers already gone are fine. Returns the errors.
 pub async fn stop_servers(dir: &Path, servers: &[PostgresServer]) -> Vec<anyhow::Error> {
-    let mut targets: Vec<(PathBuf, u32)> = servers
-        .iter()
-        .filter_map(|s| s.pid.map(|pid| (s.data_dir.clone(), pid)))
-        .collect();
+    let mut targets: Vec<(PathBuf, u32)> =
+        servers.iter().filter_map(|s| s.pid.map(|pid| (s.data_dir.clone(), pid))).collect();
     for leftover in leftover_servers(dir) {
         if !targets.contains(&leftover) {
             targets.push(leftover);
@@ -139,10 +111,9 @@ pub async fn stop_servers(dir: &Path, servers: &[PostgresServer]) -> Vec<anyhow:
             Err(harness::Error::NotOurServer { .. }) => {
                 tracing::info!(pid, data_dir = %data_dir.display(), "recorded server is gone (pid reused)");
             }
-            Err(e) => errors.push(
-                anyhow::Error::new(e)
-                    .context(format!("stopping the server in {}", data_dir.display())),
-            ),
+            Err(e) => {
+                errors.push(anyhow::Error::new(e).context(format!("stopping the server in {}", data_dir.display())))
+            }
         }
     }
     errors

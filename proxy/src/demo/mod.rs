@@ -86,9 +86,7 @@ pub enum DemoCommand {
 pub fn main(args: DemoArgs) -> anyhow::Result<()> {
     match args.command {
         Some(DemoCommand::Stop { dir }) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(stop::stop(&dir))
         }
         None if args.foreground_child => {
@@ -116,9 +114,7 @@ pub fn main(args: DemoArgs) -> anyhow::Result<()> {
 fn foreground(dir: &Path, log_file: Option<PathBuf>) -> anyhow::Result<()> {
     let dir = prepare_dir(dir)?;
     let _lock = lock(&dir)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run::run(&dir, log_file))
 }
 
@@ -137,8 +133,7 @@ fn detach(dir: Option<PathBuf>) -> anyhow::Result<()> {
     if log_path.exists() {
         let _ = std::fs::rename(&log_path, dir.join(format!("{LOG_FILE}.1")));
     }
-    let log =
-        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let exe = std::env::current_exe().context("finding the meridian binary")?;
     let mut child = std::process::Command::new(&exe)
         .arg("demo")
@@ -154,16 +149,9 @@ fn detach(dir: Option<PathBuf>) -> anyhow::Result<()> {
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting {} demo --foreground-child", exe.display()))?;
-    eprintln!(
-        "Starting the Meridian demo in {} (pid {}, log {})...",
-        dir.display(),
-        child.id(),
-        log_path.display()
-    );
+    eprintln!("Starting the Meridian demo in {} (pid {}, log {})...", dir.display(), child.id(), log_path.display());
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let state = runtime.block_on(wait_ready(&dir, &mut child, &log_path))?;
     print_ready(&state, true);
     eprintln!("(ready in {:.1} s)", started.elapsed().as_secs_f64());
@@ -228,20 +216,13 @@ async fn wait_ready(dir: &Path, child: &mut Child, log_path: &Path) -> anyhow::R
     };
     eprintln!("Stopping the demo process (pid {pid}): {problem:#}");
     if let Ok(raw) = i32::try_from(pid) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(raw),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), nix::sys::signal::Signal::SIGTERM);
     }
     if !wait_exit(child, Duration::from_secs(30)).await {
         let _ = child.kill();
         let _ = child.wait();
     }
-    anyhow::bail!(
-        "{problem:#}; the end of {}:\n{}",
-        log_path.display(),
-        log_tail(log_path, LOG_TAIL_LINES)
-    )
+    anyhow::bail!("{problem:#}; the end of {}:\n{}", log_path.display(), log_tail(log_path, LOG_TAIL_LINES))
 }
 
 /// Waits up to `timeout` for the child to exit, reaping it.
@@ -261,58 +242,27 @@ fn print_ready(state: &DemoState, detached: bool) {
     use std::fmt::Write as _;
     let dir = state.dir.display();
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\nMeridian demo is running in {dir} (pid {}).\n",
-        state.pid
-    );
-    let _ = writeln!(
-        out,
-        "Connect through Meridian (applications), database \"{}\":",
-        state.database
-    );
+    let _ = writeln!(out, "\nMeridian demo is running in {dir} (pid {}).\n", state.pid);
+    let _ = writeln!(out, "Connect through Meridian (applications), database \"{}\":", state.database);
     for node in &state.meridian_nodes {
-        let _ = writeln!(
-            out,
-            "  psql \"{}\"      # {} ({})",
-            node.client_url, node.id, node.region
-        );
+        let _ = writeln!(out, "  psql \"{}\"      # {} ({})", node.client_url, node.id, node.region);
     }
-    let _ = writeln!(
-        out,
-        "\nStraight to PostgreSQL, bypassing Meridian (for comparison):"
-    );
+    let _ = writeln!(out, "\nStraight to PostgreSQL, bypassing Meridian (for comparison):");
     for server in &state.postgres_servers {
         let url = server.url.clone().unwrap_or_else(|| {
             let (user, password, db) = (&state.app_user, &state.app_password, &state.database);
-            format!(
-                "postgresql://{user}:{password}@{}:{}/{db}",
-                server.host, server.port
-            )
+            format!("postgresql://{user}:{password}@{}:{}/{db}", server.host, server.port)
         });
-        let _ = writeln!(
-            out,
-            "  psql \"{url}\"      # {} ({}, shard {})",
-            server.name, server.role, server.shard
-        );
+        let _ = writeln!(out, "  psql \"{url}\"      # {} ({}, shard {})", server.name, server.role, server.shard);
     }
-    let _ = writeln!(
-        out,
-        "\nSample data: owners (100 rows), pets (250), watch_sessions (600), keyed by owner_id."
-    );
-    let _ = writeln!(
-        out,
-        "  e.g. SELECT species, count(*) FROM pets GROUP BY species;\n"
-    );
+    let _ = writeln!(out, "\nSample data: owners (100 rows), pets (250), watch_sessions (600), keyed by owner_id.");
+    let _ = writeln!(out, "  e.g. SELECT species, count(*) FROM pets GROUP BY species;\n");
     let _ = writeln!(out, "State: {dir}/demo.json   Config: {dir}/meridian.toml");
     if detached {
         let _ = writeln!(out, "Log:   {dir}/{LOG_FILE}");
         let _ = writeln!(out, "Stop:  meridian demo stop --dir {dir}");
     } else {
-        let _ = writeln!(
-            out,
-            "Stop:  Ctrl-C here, or `meridian demo stop --dir {dir}`"
-        );
+        let _ = writeln!(out, "Stop:  Ctrl-C here, or `meridian demo stop --dir {dir}`");
     }
     say(out.trim_end());
 }
@@ -340,10 +290,7 @@ fn fresh_dir() -> anyhow::Result<PathBuf> {
             Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
         }
     }
-    anyhow::bail!(
-        "could not create a fresh demo directory under {}",
-        std::env::temp_dir().display()
-    )
+    anyhow::bail!("could not create a fresh demo directory under {}", std::env::temp_dir().display())
 }
 
 /// Creates `dir` if needed and returns it absolute. A directory we create
@@ -353,10 +300,7 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     let existed = dir.exists();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
-    let fresh = !existed
-        || std::fs::read_dir(&dir)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
+    let fresh = !existed || std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(false);
     if fresh {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
             .with_context(|| format!("chmod 0755 {}", dir.display()))?;
@@ -403,15 +347,10 @@ fn lock(dir: &Path) -> anyhow::Result<Flock<File>> {
 }
 
 fn already_running(dir: &Path, pid: u32, state: &DemoState) -> String {
-    let status = serde_json::to_value(state.status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let url = state
-        .meridian_nodes
-        .first()
-        .map(|n| format!("; connect with psql \"{}\"", n.client_url))
-        .unwrap_or_default();
+    let status =
+        serde_json::to_value(state.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let url =
+        state.meridian_nodes.first().map(|n| format!("; connect with psql \"{}\"", n.client_url)).unwrap_or_default();
     format!(
         "a Meridian demo is already running in {} (pid {pid}, status {status}){url}; stop it first with `meridian demo stop --dir {}`",
         dir.display(),

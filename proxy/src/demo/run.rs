@@ -84,11 +84,7 @@ pub async fn run(dir: &Path, log_file: Option<PathBuf>) -> anyhow::Result<()> {
     };
     let handle = node.handle();
     let serve = tokio::spawn(node.serve());
-    let client_url = format!(
-        "postgresql://{APP_USER}:{APP_PASSWORD}@{}:{}/{DATABASE}",
-        addr.ip(),
-        addr.port()
-    );
+    let client_url = format!("postgresql://{APP_USER}:{APP_PASSWORD}@{}:{}/{DATABASE}", addr.ip(), addr.port());
 
     let checked = tokio::select! {
         // cancel safety: check_url only opens a client connection.
@@ -145,10 +141,7 @@ pub async fn run(dir: &Path, log_file: Option<PathBuf>) -> anyhow::Result<()> {
     state.stopped_at = Some(now_rfc3339());
     state.write(dir)?;
     stopped?;
-    super::say(&format!(
-        "Demo stopped. Its files stay in {}.",
-        dir.display()
-    ));
+    super::say(&format!("Demo stopped. Its files stay in {}.", dir.display()));
     Ok(())
 }
 
@@ -190,14 +183,8 @@ async fn clean_previous_run(dir: &Path) -> anyhow::Result<()> {
         }
     };
     let servers = previous.map(|s| s.postgres_servers).unwrap_or_default();
-    if servers
-        .iter()
-        .any(|s| s.pid.is_some_and(super::state::is_alive))
-        || !cluster::leftover_servers(dir).is_empty()
-    {
-        tracing::warn!(
-            "stopping PostgreSQL servers left running by a previous demo in this directory"
-        );
+    if servers.iter().any(|s| s.pid.is_some_and(super::state::is_alive)) || !cluster::leftover_servers(dir).is_empty() {
+        tracing::warn!("stopping PostgreSQL servers left running by a previous demo in this directory");
     }
     let errors = cluster::stop_servers(dir, &servers).await;
     if let Some(e) = errors.into_iter().next() {
@@ -214,14 +201,12 @@ async fn clean_previous_run(dir: &Path) -> anyhow::Result<()> {
 /// Writes meridian.toml and users.toml and binds the node on a free port.
 async fn bind_node(dir: &Path, cluster: &PgCluster) -> anyhow::Result<(Node, SocketAddr)> {
     use std::os::unix::fs::PermissionsExt;
-    let secret =
-        crate::auth::make_secret(crate::auth::SecretKind::ScramSha256, APP_USER, APP_PASSWORD);
+    let secret = crate::auth::make_secret(crate::auth::SecretKind::ScramSha256, APP_USER, APP_PASSWORD);
     let users_file = dir.join("users.toml");
     let users = format!(
         "# Written by `meridian demo`.\n[[user]]\nname = \"{APP_USER}\"\nauth = \"scram-sha-256\"\nsecret = \"{secret}\"\nbackend_password = \"{APP_PASSWORD}\"\nadmin = true\n"
     );
-    std::fs::write(&users_file, users)
-        .with_context(|| format!("writing {}", users_file.display()))?;
+    std::fs::write(&users_file, users).with_context(|| format!("writing {}", users_file.display()))?;
     std::fs::set_permissions(&users_file, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 0600 {}", users_file.display()))?;
 
@@ -239,8 +224,7 @@ async fn bind_node(dir: &Path, cluster: &PgCluster) -> anyhow::Result<(Node, Soc
             config = config_file.display(),
             backend = cluster.primary().addr(),
         );
-        std::fs::write(&config_file, text)
-            .with_context(|| format!("writing {}", config_file.display()))?;
+        std::fs::write(&config_file, text).with_context(|| format!("writing {}", config_file.display()))?;
         let config = Config::load(&config_file)?;
         match Node::bind(config).await {
             Ok(node) => {
@@ -254,17 +238,13 @@ async fn bind_node(dir: &Path, cluster: &PgCluster) -> anyhow::Result<(Node, Soc
             Err(e) => return Err(e).context("starting the Meridian node"),
         }
     }
-    Err(anyhow::anyhow!(
-        "no free port for the Meridian node: {last_error:?}"
-    ))
+    Err(anyhow::anyhow!("no free port for the Meridian node: {last_error:?}"))
 }
 
 /// Connects to `url` and runs `SELECT 1`, retrying until `timeout`.
 pub async fn check_url(url: &str, timeout: Duration) -> anyhow::Result<()> {
     let mut config: tokio_postgres::Config = url.parse().context("parsing the client URL")?;
-    config
-        .connect_timeout(Duration::from_secs(5))
-        .application_name("meridian-demo-check");
+    config.connect_timeout(Duration::from_secs(5)).application_name("meridian-demo-check");
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let attempt = async {
@@ -330,11 +310,7 @@ async fn fail(
     tracing::error!(error = %format!("{error:#}"), "demo startup failed; stopping what had started");
     let stopped = match cluster {
         Some(cluster) => shutdown_cluster(dir, cluster, state).await,
-        None => match cluster::stop_servers(dir, &state.postgres_servers)
-            .await
-            .into_iter()
-            .next()
-        {
+        None => match cluster::stop_servers(dir, &state.postgres_servers).await.into_iter().next() {
             Some(e) => Err(e),
             None => Ok(()),
         },

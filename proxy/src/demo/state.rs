@@ -122,8 +122,7 @@ impl DemoState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let state =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let state = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         Ok(Some(state))
     }
 
@@ -134,8 +133,7 @@ impl DemoState {
         let mut text = serde_json::to_string_pretty(self)?;
         text.push('\n');
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
         Ok(())
     }
 
@@ -153,9 +151,7 @@ impl DemoState {
 
     /// The pid of a live demo process recorded here, if any.
     pub fn live_pid(&self) -> Option<u32> {
-        self.meridian_pids()
-            .into_iter()
-            .find(|pid| is_demo_process(*pid))
+        self.meridian_pids().into_iter().find(|pid| is_demo_process(*pid))
     }
 }
 
@@ -168,10 +164,7 @@ pub fn is_alive(pid: u32) -> bool {
         return false;
     };
     // "pid (comm) state ...": comm may hold spaces and parentheses.
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat.get(i + 1..))
-        .and_then(|rest| rest.trim_start().chars().next());
+    let state = stat.rfind(')').and_then(|i| stat.get(i + 1..)).and_then(|rest| rest.trim_start().chars().next());
     !matches!(state, None | Some('Z' | 'X' | 'x'))
 }
 
@@ -189,10 +182,7 @@ pub fn is_demo_process(pid: u32) -> bool {
 
 /// The current time as RFC 3339 in UTC, second precision.
 pub fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     rfc3339(secs)
 }
 
@@ -210,12 +200,7 @@ fn rfc3339(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]

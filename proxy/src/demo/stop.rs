@@ -29,31 +29,18 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn stop(dir: &Path) -> anyhow::Result<()> {
     let Some(state) = DemoState::read(dir)? else {
-        anyhow::bail!(
-            "{} has no {STATE_FILE}: no demo was started in this directory (check --dir)",
-            dir.display()
-        );
+        anyhow::bail!("{} has no {STATE_FILE}: no demo was started in this directory (check --dir)", dir.display());
     };
 
-    let pids: Vec<u32> = state
-        .meridian_pids()
-        .into_iter()
-        .filter(|pid| is_demo_process(*pid))
-        .collect();
+    let pids: Vec<u32> = state.meridian_pids().into_iter().filter(|pid| is_demo_process(*pid)).collect();
     if !pids.is_empty() {
-        println!(
-            "Stopping the Meridian demo process (pid {})...",
-            join(&pids)
-        );
+        println!("Stopping the Meridian demo process (pid {})...", join(&pids));
         for pid in &pids {
             signal(*pid, Signal::SIGTERM);
         }
         if !wait_gone(&pids, TERM_TIMEOUT).await {
             let left: Vec<u32> = pids.iter().copied().filter(|p| is_alive(*p)).collect();
-            eprintln!(
-                "The demo process did not stop within {TERM_TIMEOUT:?}; killing pid {}",
-                join(&left)
-            );
+            eprintln!("The demo process did not stop within {TERM_TIMEOUT:?}; killing pid {}", join(&left));
             for pid in &left {
                 signal(*pid, Signal::SIGKILL);
             }
@@ -71,10 +58,7 @@ pub async fn stop(dir: &Path) -> anyhow::Result<()> {
     }
 
     mark_stopped(dir)?;
-    println!(
-        "The demo in {} is stopped. Its files are kept.",
-        dir.display()
-    );
+    println!("The demo in {} is stopped. Its files are kept.", dir.display());
     Ok(())
 }
 
@@ -82,8 +66,7 @@ pub async fn stop(dir: &Path) -> anyhow::Result<()> {
 /// field stays as written, including `error` if startup had failed and
 /// fields this version does not know.
 fn mark_stopped(dir: &Path) -> anyhow::Result<()> {
-    let mut state = DemoState::read(dir)?
-        .with_context(|| format!("{} disappeared", DemoState::path(dir).display()))?;
+    let mut state = DemoState::read(dir)?.with_context(|| format!("{} disappeared", DemoState::path(dir).display()))?;
     state.status = Status::Stopped;
     state.stopped_at.get_or_insert_with(now_rfc3339);
     state.write(dir)
@@ -113,8 +96,5 @@ async fn wait_gone(pids: &[u32], timeout: Duration) -> bool {
 }
 
 fn join(pids: &[u32]) -> String {
-    pids.iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
 }

@@ -49,10 +49,14 @@ const MAX_SERVER_MESSAGE: usize = 1 << 30;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
     /// A client Parse; `register` is the statement id to remember on success.
-    Parse { register: Option<u64> },
+    Parse {
+        register: Option<u64>,
+    },
     /// A Parse we added so that a client's Bind/Describe finds its
     /// statement: its ParseComplete is ours, not the client's.
-    InjectedParse { register: u64 },
+    InjectedParse {
+        register: u64,
+    },
     /// A Parse the connection did not need: we owe the client ParseComplete.
     FakeParse,
     /// A client Close of its statement name: we owe the client CloseComplete.
@@ -162,7 +166,11 @@ impl State {
             SessionEffect::None | SessionEffect::DeallocateAll => {}
             SessionEffect::Pin(reason) => {
                 if self.transaction_mode && self.pinned.is_none() {
-                    tracing::debug!(client = self.id, reason = reason.as_str(), "client pinned to its server connection");
+                    tracing::debug!(
+                        client = self.id,
+                        reason = reason.as_str(),
+                        "client pinned to its server connection"
+                    );
                     self.pinned = Some(reason);
                 }
             }
@@ -181,10 +189,8 @@ impl State {
             b'2' | b'3' | b's' | b'n' => {
                 self.pending.pop_front();
             }
-            b'T' => {
-                if self.pending.front() == Some(&Expect::Describe) {
-                    self.pending.pop_front();
-                }
+            b'T' if self.pending.front() == Some(&Expect::Describe) => {
+                self.pending.pop_front();
             }
             b'C' | b'I' => {
                 if tag == b'C' {
@@ -389,7 +395,13 @@ impl State {
         if name.is_empty() || !self.transaction_mode { None } else { self.stmts.get(name) }
     }
 
-    fn on_parse(&mut self, raw: &[u8], body: &[u8], server: &mut ServerState, sout: &mut BytesMut) -> Result<(), Error> {
+    fn on_parse(
+        &mut self,
+        raw: &[u8],
+        body: &[u8],
+        server: &mut ServerState,
+        sout: &mut BytesMut,
+    ) -> Result<(), Error> {
         let (name, rest) = cstr(body).ok_or_else(|| malformed("Parse"))?;
         let (sql, _) = cstr(rest).ok_or_else(|| malformed("Parse"))?;
         if router::may_affect_session(sql) {
@@ -616,11 +628,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             conn.state.applied = self.st.params.desired().clone();
         }
-        self.st.cancel.set_target(Some(CancelTarget {
-            addr: conn.peer,
-            pid: conn.backend_pid,
-            key: conn.backend_key,
-        }));
+        self.st.cancel.set_target(Some(CancelTarget { addr: conn.peer, pid: conn.backend_pid, key: conn.backend_key }));
         self.st.tx_status = b'I';
         self.server = Some(conn);
         Ok(())

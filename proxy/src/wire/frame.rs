@@ -29,11 +29,9 @@ impl fmt::Display for FrameError {
             FrameError::BadLength { tag, len } => {
                 write!(f, "invalid message length {len} for message type {}", printable(*tag))
             }
-            FrameError::TooLarge { tag, len, max } => write!(
-                f,
-                "message of type {} is {len} bytes, over the limit of {max} bytes",
-                printable(*tag)
-            ),
+            FrameError::TooLarge { tag, len, max } => {
+                write!(f, "message of type {} is {len} bytes, over the limit of {max} bytes", printable(*tag))
+            }
         }
     }
 }
@@ -200,7 +198,7 @@ mod tests {
             // Frame the first part, then the rest appended, as a reader would.
             let mut buf = wire[..cut].to_vec();
             let mut got = Vec::new();
-            let mut drain = |buf: &mut Vec<u8>, got: &mut Vec<(u8, Vec<u8>)>| {
+            let drain = |buf: &mut Vec<u8>, got: &mut Vec<(u8, Vec<u8>)>| {
                 let mut it = Messages::new(buf, 1 << 20);
                 for m in it.by_ref() {
                     let (at, h) = m.unwrap();

@@ -37,7 +37,9 @@ pub enum StartupError {
 /// Decode a complete startup-phase packet (including its length prefix).
 pub fn parse_startup(packet: &[u8]) -> Result<StartupPacket, StartupError> {
     let body = packet.get(4..).ok_or(StartupError::Malformed)?;
-    let code = i32::from_be_bytes(body.get(..4).ok_or(StartupError::Malformed)?.try_into().map_err(|_| StartupError::Malformed)?);
+    let code = i32::from_be_bytes(
+        body.get(..4).ok_or(StartupError::Malformed)?.try_into().map_err(|_| StartupError::Malformed)?,
+    );
     let rest = &body[4..];
     match code {
         SSL_REQUEST if rest.is_empty() => Ok(StartupPacket::SslRequest),
@@ -301,10 +303,7 @@ mod tests {
         assert_eq!(parse_startup(&packet(PROTOCOL_3_0, b"user\0bob\0")), Err(StartupError::Malformed));
         assert_eq!(parse_startup(&packet(PROTOCOL_3_0, b"user\0")), Err(StartupError::Malformed));
         assert_eq!(parse_startup(&packet(PROTOCOL_3_0, b"\0junk")), Err(StartupError::Malformed));
-        assert_eq!(
-            parse_startup(&packet(2 << 16, b"")),
-            Err(StartupError::UnsupportedProtocol { major: 2, minor: 0 })
-        );
+        assert_eq!(parse_startup(&packet(2 << 16, b"")), Err(StartupError::UnsupportedProtocol { major: 2, minor: 0 }));
         assert_eq!(parse_startup(&packet(CANCEL_REQUEST, b"\0\0")), Err(StartupError::Malformed));
         assert_eq!(parse_startup(&[0, 0, 0, 8]), Err(StartupError::Malformed));
     }
