@@ -181,3 +181,546 @@ pub async fn run_tool(mut cmd: tokio::process::Command, timeout: Duration) -> an
         .with_context(|| format!("{cmd:?} timed out after {timeout:?}"))??;
     Ok(out)
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the protocol, auth/TLS, bad-input and pooling suites.
+// ---------------------------------------------------------------------------
+
+/// How long the helpers below wait for any single answer before failing the
+/// test: far above anything a healthy run needs, even on a loaded machine.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Extra setup for [`TestBed::start_custom`], beyond what [`BedSpec`] covers.
+#[derive(Debug, Clone, Default)]
+pub struct BedExtras {
+    /// Extra keys for the generated `[listen]` section, one per line, e.g.
+    /// `max_message_size = "1kB"`.
+    pub listen: String,
+    /// Files written into the bed's directory before the node starts
+    /// (relative names), e.g. a TLS certificate and key.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+impl TestBed {
+    /// [`TestBed::start_with`], plus extra `[listen]` keys and files written
+    /// into the bed's directory before the config is loaded.
+    pub async fn start_custom(spec: BedSpec, extras: BedExtras) -> anyhow::Result<TestBed> {
+        init_tracing();
+        let cluster = PgCluster::start(spec.cluster.clone()).await.context("starting PostgreSQL")?;
+        cluster.create_user(APP_USER, APP_PASSWORD, true).await?;
+        let dir = tempfile::tempdir()?;
+        for (name, contents) in &extras.files {
+            std::fs::write(dir.path().join(name), contents)?;
+        }
+        let secret = match spec.client_auth {
+            "trust" => String::new(),
+            method => format!("secret = \"{}\"\n", proxy::auth::make_secret(method.parse()?, APP_USER, APP_PASSWORD)),
+        };
+        let users = format!(
+            "[[user]]\nname = \"{APP_USER}\"\nauth = \"{}\"\n{secret}backend_password = \"{APP_PASSWORD}\"\nadmin = true\n\n{}",
+            spec.client_auth, spec.extra_users
+        );
+        std::fs::write(dir.path().join("users.toml"), users)?;
+        let config_text = format!(
+            "[node]\nname = \"test\"\n\n[listen]\naddress = \"127.0.0.1:0\"\n{}\n\n[auth]\nusers_file = \"users.toml\"\n\n[backend]\naddress = \"{}\"\n\n{}",
+            extras.listen,
+            cluster.primary().addr(),
+            spec.extra_config
+        );
+        std::fs::write(dir.path().join("meridian.toml"), &config_text)?;
+        let config = Config::load(&dir.path().join("meridian.toml"))?;
+        let node = proxy::Node::bind(config).await?;
+        let addr = node.local_addr()?;
+        let handle = node.handle();
+        let serve = tokio::spawn(node.serve());
+        Ok(TestBed { cluster, addr, node: handle, dir, serve: Some(serve) })
+    }
+
+    /// Connect through Meridian with `config` and drive the connection with
+    /// `poll_message`, so notices, notifications and ParameterStatus values
+    /// can be observed.
+    pub async fn connect_pumped(&self, config: &tokio_postgres::Config) -> anyhow::Result<Pumped> {
+        let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+        Ok(Pumped::new(client, conn))
+    }
+
+    /// Run `sql` on the primary as the superuser (not through Meridian) and
+    /// return the first column of the first row.
+    pub async fn direct_value(&self, sql: &str) -> anyhow::Result<Option<String>> {
+        Ok(self.cluster.primary().query_value(sql).await?)
+    }
+}
+
+/// A tokio-postgres client whose connection is driven by a task that
+/// collects its asynchronous messages.
+pub struct Pumped {
+    pub client: tokio_postgres::Client,
+    /// Notices and notifications, in arrival order.
+    pub messages: tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+    conn: std::sync::Arc<parking_lot::Mutex<PlainConnection>>,
+    /// The connection's end: `Ok` on a clean close, else the error that ended it.
+    pub ended: JoinHandle<Result<(), tokio_postgres::Error>>,
+}
+
+type PlainConnection = tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>;
+
+impl Pumped {
+    fn new(client: tokio_postgres::Client, conn: PlainConnection) -> Pumped {
+        let conn = std::sync::Arc::new(parking_lot::Mutex::new(conn));
+        let (tx, messages) = tokio::sync::mpsc::unbounded_channel();
+        let driven = conn.clone();
+        let ended = tokio::spawn(async move {
+            loop {
+                let next = std::future::poll_fn(|cx| driven.lock().poll_message(cx)).await;
+                match next {
+                    Some(Ok(m)) => {
+                        let _ = tx.send(m);
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(()),
+                }
+            }
+        });
+        Pumped { client, messages, conn, ended }
+    }
+
+    /// The latest value the server reported for a runtime parameter
+    /// (ParameterStatus), as the driver saw it.
+    pub fn parameter(&self, name: &str) -> Option<String> {
+        self.conn.lock().parameter(name).map(str::to_owned)
+    }
+
+    /// The next notice or notification, waiting at most [`PATIENCE`].
+    pub async fn next_message(&mut self) -> anyhow::Result<tokio_postgres::AsyncMessage> {
+        tokio::time::timeout(PATIENCE, self.messages.recv())
+            .await
+            .context("no asynchronous message arrived")?
+            .context("connection ended before an asynchronous message arrived")
+    }
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server (or Meridian) sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
+    e.code().map(|c| c.code())
+}
+
+/// `fut`, or an error naming `what` after [`PATIENCE`].
+pub async fn patiently<T>(what: &str, fut: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    tokio::time::timeout(PATIENCE, fut).await.with_context(|| format!("{what}: no result within {PATIENCE:?}"))
+}
+
+/// Retry `f` until it succeeds or [`PATIENCE`] runs out (for conditions that
+/// become true asynchronously, such as a backend going away).
+pub async fn eventually<F, Fut>(what: &str, mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let last = f().await;
+        if let Ok(true) = last {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("{what}: not true within {PATIENCE:?} (last: {last:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An ErrorResponse or NoticeResponse seen by a [`RawConn`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.severity, self.code, self.message)
+    }
+}
+
+impl std::error::Error for PgError {}
+
+/// One backend message: its tag and body (without the length).
+#[derive(Debug, Clone)]
+pub struct BackendMsg {
+    pub tag: u8,
+    pub body: bytes::Bytes,
+}
+
+impl BackendMsg {
+    /// The fields of an ErrorResponse/NoticeResponse.
+    pub fn error(&self) -> Option<PgError> {
+        if self.tag != b'E' && self.tag != b'N' {
+            return None;
+        }
+        let mut e = PgError { severity: String::new(), code: String::new(), message: String::new() };
+        let mut rest = &self.body[..];
+        while let Some((&kind, tail)) = rest.split_first() {
+            if kind == 0 {
+                break;
+            }
+            let end = tail.iter().position(|b| *b == 0)?;
+            let value = String::from_utf8_lossy(&tail[..end]).into_owned();
+            match kind {
+                b'S' => e.severity = value,
+                b'C' => e.code = value,
+                b'M' => e.message = value,
+                _ => {}
+            }
+            rest = &tail[end + 1..];
+        }
+        Some(e)
+    }
+
+    /// The columns of a DataRow, as text.
+    pub fn data_row(&self) -> Option<Vec<Option<String>>> {
+        if self.tag != b'D' || self.body.len() < 2 {
+            return None;
+        }
+        let n = u16::from_be_bytes([self.body[0], self.body[1]]) as usize;
+        let mut at = 2;
+        let mut cols = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = i32::from_be_bytes(self.body.get(at..at + 4)?.try_into().ok()?);
+            at += 4;
+            if len < 0 {
+                cols.push(None);
+            } else {
+                let len = len as usize;
+                cols.push(Some(String::from_utf8_lossy(self.body.get(at..at + len)?).into_owned()));
+                at += len;
+            }
+        }
+        Some(cols)
+    }
+}
+
+/// What a [`RawConn`] saw up to a ReadyForQuery.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub rows: Vec<Vec<Option<String>>>,
+    pub errors: Vec<PgError>,
+    pub notices: Vec<PgError>,
+    /// Every message, ReadyForQuery included.
+    pub messages: Vec<BackendMsg>,
+    /// The ReadyForQuery status: `I`, `T` or `E`.
+    pub status: u8,
+}
+
+impl Outcome {
+    /// The first column of the first row.
+    pub fn value(&self) -> Option<&str> {
+        self.rows.first().and_then(|r| r.first()).and_then(|v| v.as_deref())
+    }
+
+    pub fn tags(&self) -> String {
+        self.messages.iter().map(|m| m.tag as char).collect()
+    }
+}
+
+/// What the server said at the end of a login.
+#[derive(Debug, Clone, Default)]
+pub struct LoginInfo {
+    pub parameters: std::collections::BTreeMap<String, String>,
+    pub pid: i32,
+    pub key: i32,
+}
+
+/// A hand-driven PostgreSQL frontend over any byte stream: for bad input,
+/// direct TLS, startup parameters tokio-postgres cannot send, and exact
+/// message sequences.
+pub struct RawConn<S = tokio::net::TcpStream> {
+    pub stream: S,
+    buf: bytes::BytesMut,
+}
+
+impl RawConn<tokio::net::TcpStream> {
+    pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        let stream = patiently("connecting", tokio::net::TcpStream::connect(addr)).await??;
+        stream.set_nodelay(true)?;
+        Ok(RawConn::new(stream))
+    }
+}
+
+/// Frontend message builders for [`RawConn::send`].
+pub mod fe {
+    use bytes::{BufMut, BytesMut};
+
+    /// A tagged message with `body`.
+    pub fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut b = BytesMut::with_capacity(body.len() + 5);
+        b.put_u8(tag);
+        b.put_i32(body.len() as i32 + 4);
+        b.put_slice(body);
+        b.to_vec()
+    }
+
+    fn cstrs(parts: &[&[u8]]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for p in parts {
+            v.extend_from_slice(p);
+            v.push(0);
+        }
+        v
+    }
+
+    pub fn query(sql: &str) -> Vec<u8> {
+        msg(b'Q', &cstrs(&[sql.as_bytes()]))
+    }
+
+    /// Parse with no parameter types.
+    pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+        let mut body = cstrs(&[name.as_bytes(), sql.as_bytes()]);
+        body.extend_from_slice(&0i16.to_be_bytes());
+        msg(b'P', &body)
+    }
+
+    /// Bind with text parameters and text results.
+    pub fn bind(portal: &str, stmt: &str, params: &[Option<&str>]) -> Vec<u8> {
+        let mut body = cstrs(&[portal.as_bytes(), stmt.as_bytes()]);
+        body.extend_from_slice(&0i16.to_be_bytes());
+        body.extend_from_slice(&(params.len() as i16).to_be_bytes());
+        for p in params {
+            match p {
+                Some(v) => {
+                    body.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    body.extend_from_slice(v.as_bytes());
+                }
+                None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        body.extend_from_slice(&0i16.to_be_bytes());
+        msg(b'B', &body)
+    }
+
+    pub fn describe_statement(name: &str) -> Vec<u8> {
+        let mut body = vec![b'S'];
+        body.extend_from_slice(&cstrs(&[name.as_bytes()]));
+        msg(b'D', &body)
+    }
+
+    pub fn execute(portal: &str) -> Vec<u8> {
+        let mut body = cstrs(&[portal.as_bytes()]);
+        body.extend_from_slice(&0i32.to_be_bytes());
+        msg(b'E', &body)
+    }
+
+    pub fn close_statement(name: &str) -> Vec<u8> {
+        let mut body = vec![b'S'];
+        body.extend_from_slice(&cstrs(&[name.as_bytes()]));
+        msg(b'C', &body)
+    }
+
+    pub fn sync() -> Vec<u8> {
+        msg(b'S', &[])
+    }
+
+    pub fn flush() -> Vec<u8> {
+        msg(b'H', &[])
+    }
+
+    pub fn terminate() -> Vec<u8> {
+        msg(b'X', &[])
+    }
+
+    pub fn copy_data(data: &[u8]) -> Vec<u8> {
+        msg(b'd', data)
+    }
+
+    pub fn copy_done() -> Vec<u8> {
+        msg(b'c', &[])
+    }
+
+    /// An untagged startup packet with protocol 3.0 and `params`.
+    pub fn startup(params: &[(&str, &str)]) -> Vec<u8> {
+        let mut body = 196608i32.to_be_bytes().to_vec();
+        for (k, v) in params {
+            body.extend_from_slice(&cstrs(&[k.as_bytes(), v.as_bytes()]));
+        }
+        body.push(0);
+        let mut out = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// An SSLRequest.
+    pub fn ssl_request() -> Vec<u8> {
+        let mut out = 8i32.to_be_bytes().to_vec();
+        out.extend_from_slice(&80877103i32.to_be_bytes());
+        out
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> RawConn<S> {
+    pub fn new(stream: S) -> Self {
+        RawConn { stream, buf: bytes::BytesMut::with_capacity(8192) }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        patiently("sending", async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        })
+        .await??;
+        Ok(())
+    }
+
+    /// The next message, `None` at end of stream (a reset counts as the end),
+    /// failing after `wait`.
+    pub async fn recv_within(&mut self, wait: Duration) -> anyhow::Result<Option<BackendMsg>> {
+        use bytes::Buf;
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if self.buf.len() >= 5 {
+                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+                anyhow::ensure!(len >= 4, "bad length {len} from the server");
+                let total = len as usize + 1;
+                if self.buf.len() >= total {
+                    let tag = self.buf[0];
+                    self.buf.advance(5);
+                    let body = self.buf.split_to(total - 5).freeze();
+                    return Ok(Some(BackendMsg { tag, body }));
+                }
+            }
+            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
+                .await
+                .with_context(|| format!("no message from the server within {wait:?}"))?;
+            match read {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The next message, `None` at end of stream, waiting at most [`PATIENCE`].
+    pub async fn recv(&mut self) -> anyhow::Result<Option<BackendMsg>> {
+        self.recv_within(PATIENCE).await
+    }
+
+    /// Single-byte answer to SSLRequest/GSSENCRequest.
+    pub async fn recv_byte(&mut self) -> anyhow::Result<u8> {
+        use tokio::io::AsyncReadExt;
+        anyhow::ensure!(self.buf.is_empty(), "unexpected buffered bytes before a one-byte answer");
+        Ok(patiently("one-byte answer", self.stream.read_u8()).await??)
+    }
+
+    /// Read until the server closes the connection; returns what it sent.
+    pub async fn until_closed(&mut self) -> anyhow::Result<Vec<BackendMsg>> {
+        let mut seen = Vec::new();
+        while let Some(m) = self.recv().await? {
+            seen.push(m);
+        }
+        Ok(seen)
+    }
+
+    /// Read up to and including ReadyForQuery.
+    pub async fn until_ready(&mut self) -> anyhow::Result<Outcome> {
+        let mut out = Outcome::default();
+        loop {
+            let m = self.recv().await?.with_context(|| {
+                format!("connection closed before ReadyForQuery (saw {:?}, errors {:?})", out.tags(), out.errors)
+            })?;
+            match m.tag {
+                b'D' => out.rows.push(m.data_row().context("malformed DataRow")?),
+                b'E' => out.errors.push(m.error().context("malformed ErrorResponse")?),
+                b'N' => out.notices.push(m.error().context("malformed NoticeResponse")?),
+                b'Z' => out.status = m.body.first().copied().unwrap_or(0),
+                _ => {}
+            }
+            let done = m.tag == b'Z';
+            out.messages.push(m);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// A simple query, answered up to ReadyForQuery.
+    pub async fn simple_query(&mut self, sql: &str) -> anyhow::Result<Outcome> {
+        self.send(&fe::query(sql)).await?;
+        self.until_ready().await
+    }
+
+    /// Send a startup packet, then authenticate as `user` with `password`
+    /// (SCRAM-SHA-256, md5, cleartext or trust), up to ReadyForQuery.
+    /// A refusal is returned as a [`PgError`] (use `downcast_ref`).
+    pub async fn login(&mut self, params: &[(&str, &str)], password: &str) -> anyhow::Result<LoginInfo> {
+        self.send(&fe::startup(params)).await?;
+        let user = params.iter().find(|(k, _)| *k == "user").map(|(_, v)| *v).unwrap_or_default();
+        self.authenticate(user, password).await
+    }
+
+    /// Answer authentication requests up to ReadyForQuery.
+    pub async fn authenticate(&mut self, user: &str, password: &str) -> anyhow::Result<LoginInfo> {
+        use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+        use postgres_protocol::message::frontend;
+        let mut info = LoginInfo::default();
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let m = self.recv().await?.context("connection closed during login")?;
+            let mut out = bytes::BytesMut::new();
+            match m.tag {
+                b'R' => {
+                    anyhow::ensure!(m.body.len() >= 4, "short authentication request");
+                    let kind = i32::from_be_bytes([m.body[0], m.body[1], m.body[2], m.body[3]]);
+                    let data = &m.body[4..];
+                    match kind {
+                        0 => continue,
+                        3 => frontend::password_message(password.as_bytes(), &mut out)?,
+                        5 => {
+                            let salt: [u8; 4] = data.get(..4).context("short md5 salt")?.try_into()?;
+                            let hash =
+                                postgres_protocol::authentication::md5_hash(user.as_bytes(), password.as_bytes(), salt);
+                            frontend::password_message(hash.as_bytes(), &mut out)?;
+                        }
+                        10 => {
+                            let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unrequested());
+                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)?;
+                            scram = Some(s);
+                        }
+                        11 => {
+                            let s = scram.as_mut().context("SASL continue before SASL start")?;
+                            s.update(data)?;
+                            frontend::sasl_response(s.message(), &mut out)?;
+                        }
+                        12 => {
+                            scram.as_mut().context("SASL final before SASL start")?.finish(data)?;
+                            continue;
+                        }
+                        k => anyhow::bail!("unsupported authentication request {k}"),
+                    }
+                    self.send(&out).await?;
+                }
+                b'E' => return Err(m.error().context("malformed ErrorResponse")?.into()),
+                b'S' => {
+                    let mut parts = m.body.split(|b| *b == 0);
+                    let k = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                    let v = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                    info.parameters.insert(k, v);
+                }
+                b'K' if m.body.len() == 8 => {
+                    info.pid = i32::from_be_bytes([m.body[0], m.body[1], m.body[2], m.body[3]]);
+                    info.key = i32::from_be_bytes([m.body[4], m.body[5], m.body[6], m.body[7]]);
+                }
+                b'Z' => return Ok(info),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Startup parameters for the app user on the `postgres` database.
+pub fn app_startup() -> Vec<(&'static str, &'static str)> {
+    vec![("user", APP_USER), ("database", "postgres")]
+}

@@ -168,11 +168,18 @@ impl ServerConn {
                             scram = Some(s);
                         }
                         11 => {
-                            let s = scram
-                                .as_mut()
+                            let mut s = scram
+                                .take()
                                 .ok_or_else(|| BackendError::Protocol("SASL continue without start".into()))?;
-                            s.update(data).map_err(|e| BackendError::Auth(e.to_string()))?;
+                            // Thousands of SHA-256 rounds: keep them off the
+                            // runtime's worker threads.
+                            let data = data.to_vec();
+                            let s = tokio::task::spawn_blocking(move || s.update(&data).map(|()| s))
+                                .await
+                                .map_err(|e| BackendError::Auth(e.to_string()))?
+                                .map_err(|e| BackendError::Auth(e.to_string()))?;
                             frontend::sasl_response(s.message(), &mut out)?;
+                            scram = Some(s);
                         }
                         12 => {
                             let mut s = scram

@@ -256,30 +256,50 @@ where
     span.record("session_id", id);
 
     // The first checkout tells the client what its server looks like.
-    let mut conn = pool.checkout(id).await?;
-    conn.last_client = id;
-    if let Some(sql) = client_params.sync_sql(&conn.state.applied) {
-        if let Err(e) = conn.run_quiet(&sql, pool_config.connect_timeout).await {
-            pool.discard(conn);
-            return Err(e.into());
+    // The first checkout tells the client what its server looks like. When
+    // every connection is busy (and one was seen before), the client is told
+    // what a fresh connection reported with its own startup values on top,
+    // and its settings are applied at its first statement: a login never
+    // waits for another client's transaction.
+    let timeout = pool_config.connect_timeout;
+    let first = match pool.welcome() {
+        Some(welcome) if transaction_mode => match pool.checkout_now(id).await {
+            Some(conn) => Ok(crate::session::sync_settings(&pool, id, &client_params, timeout, conn?).await?),
+            None => Err(welcome),
+        },
+        _ => Ok(crate::session::checkout_synced(&pool, id, &client_params, timeout).await?),
+    };
+    let conn = match first {
+        Ok(conn) => {
+            for (k, v) in &conn.state.reported {
+                messages::parameter_status(&mut out, k, v);
+            }
+            Some(conn)
         }
-        conn.state.applied = client_params.desired().clone();
-    }
-    for (k, v) in &conn.state.reported {
-        messages::parameter_status(&mut out, k, v);
-    }
+        Err(welcome) => {
+            for (k, v) in welcome.iter() {
+                let own = params.iter().find(|(name, _)| name.eq_ignore_ascii_case(k)).map(|(_, v)| v);
+                messages::parameter_status(&mut out, k, own.unwrap_or(v));
+            }
+            None
+        }
+    };
     messages::backend_key_data(&mut out, cancel.pid, cancel.key());
     messages::ready_for_query(&mut out, b'I');
-    let server = if transaction_mode {
-        pool.checkin(conn);
-        None
-    } else {
-        cancel.set_target(Some(crate::cancel::CancelTarget {
-            addr: conn.peer,
-            pid: conn.backend_pid,
-            key: conn.backend_key,
-        }));
-        Some(conn)
+    let server = match conn {
+        Some(conn) if transaction_mode => {
+            pool.checkin(conn);
+            None
+        }
+        Some(conn) => {
+            cancel.set_target(Some(crate::cancel::CancelTarget {
+                addr: conn.peer,
+                pid: conn.backend_pid,
+                key: conn.backend_key,
+            }));
+            Some(conn)
+        }
+        None => None,
     };
     stream.write_all(&out).await?;
     tracing::debug!(transaction_mode, "client logged in");

@@ -19,11 +19,11 @@
 //!                               discard hands over a free slot
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -111,6 +111,9 @@ pub struct Pool {
     pub key: PoolKey,
     password: ArcSwap<Option<String>>,
     config: ArcSwap<PoolConfig>,
+    /// ParameterStatus of a fresh connection: what a client logging in while
+    /// every connection is busy is told, before its settings are applied.
+    welcome: ArcSwapOption<BTreeMap<String, String>>,
     state: Mutex<State>,
     pub stats: PoolStats,
 }
@@ -135,6 +138,7 @@ impl Pool {
             key,
             password: ArcSwap::from_pointee(password),
             config: ArcSwap::new(config),
+            welcome: ArcSwapOption::empty(),
             state: Mutex::new(State::default()),
             stats: PoolStats::default(),
         }
@@ -145,35 +149,53 @@ impl Pool {
         Occupancy { total: st.total, idle: st.idle.len(), waiting: st.waiters.len() }
     }
 
-    /// Take a server connection for `client_id`.
+    /// Take a server connection for `client_id`, waiting for one if needed.
     pub async fn checkout(&self, client_id: u64) -> Result<ServerConn, PoolError> {
+        self.checkout_inner(client_id, true).await.expect("a waiting checkout always answers")
+    }
+
+    /// Take a server connection for `client_id` if one is idle or may be
+    /// opened; `None` if it would have to wait for another client.
+    pub async fn checkout_now(&self, client_id: u64) -> Option<Result<ServerConn, PoolError>> {
+        self.checkout_inner(client_id, false).await
+    }
+
+    /// What a new server connection of this pool reported at login
+    /// (ParameterStatus), once one has been opened.
+    pub fn welcome(&self) -> Option<Arc<BTreeMap<String, String>>> {
+        self.welcome.load_full()
+    }
+
+    async fn checkout_inner(&self, client_id: u64, wait: bool) -> Option<Result<ServerConn, PoolError>> {
         let cfg = self.config.load_full();
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         let rx = {
             let mut st = self.state.lock();
             if st.closed {
-                return Err(PoolError::Closed);
+                return Some(Err(PoolError::Closed));
             }
             if let Some(conn) = take_idle(&mut st, client_id, &cfg) {
-                return Ok(conn);
+                return Some(Ok(conn));
             }
             if st.total < cfg.size {
                 st.total += 1;
                 None
+            } else if !wait {
+                return None;
             } else if st.waiters.len() >= cfg.queue_limit {
-                return Err(PoolError::QueueFull);
+                return Some(Err(PoolError::QueueFull));
             } else {
                 let (tx, rx) = oneshot::channel();
                 st.waiters.push_back(tx);
                 Some(rx)
             }
         };
-        let Some(rx) = rx else { return self.open(&cfg).await };
+        let Some(rx) = rx else { return Some(self.open(&cfg).await) };
         self.stats.waits.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let got = tokio::time::timeout(cfg.checkout_timeout, rx).await;
         self.stats.wait_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        match got {
+        Some(match got {
             Ok(Ok(Handoff::Conn(conn))) => Ok(conn),
             Ok(Ok(Handoff::Slot)) => self.open(&cfg).await,
             Ok(Err(_)) => Err(PoolError::Closed),
@@ -183,7 +205,7 @@ impl Pool {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(PoolError::Timeout(cfg.checkout_timeout))
             }
-        }
+        })
     }
 
     /// Open a new connection into a slot already counted in `total`.
@@ -198,7 +220,12 @@ impl Pool {
         };
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         match ServerConn::connect(params).await {
-            Ok(conn) => Ok(conn),
+            Ok(conn) => {
+                if self.welcome.load().is_none() {
+                    self.welcome.store(Some(Arc::new(conn.state.reported.clone())));
+                }
+                Ok(conn)
+            }
             Err(e) => {
                 self.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
                 self.release_slot();

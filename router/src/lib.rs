@@ -13,4 +13,4 @@
 pub mod lex;
 pub mod session;
 
-pub use session::{PinReason, SessionEffect, may_affect_session, session_effect};
+pub use session::{PinReason, SessionEffect, TxControl, may_affect_session, session_effect, transaction_control};

@@ -103,6 +103,58 @@ pub fn may_affect_session(sql: &[u8]) -> bool {
     false
 }
 
+/// Transaction control, as far as session settings care: a `SET` inside a
+/// transaction counts only if the transaction (and every savepoint it sits
+/// behind) commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxControl {
+    Begin,
+    Commit,
+    Rollback,
+    Savepoint(String),
+    RollbackTo(String),
+    Release(String),
+}
+
+/// Classify a transaction-control statement.
+pub fn transaction_control(stmt: &str) -> Option<TxControl> {
+    let toks: Vec<Token<'_>> = Lexer::new(stmt).take(6).collect();
+    let first = match toks.first() {
+        Some(Token::Word(w)) => w.to_ascii_uppercase(),
+        _ => return None,
+    };
+    let is = |i: usize, k: &str| toks.get(i).is_some_and(|t| t.is_keyword(k));
+    // The savepoint name after optional noise words, starting at `i`.
+    let name_from = |mut i: usize, noise: &[&str]| {
+        while noise.iter().any(|n| is(i, n)) {
+            i += 1;
+        }
+        param_name(toks.get(i..).unwrap_or_default())
+    };
+    match first.as_str() {
+        "BEGIN" => Some(TxControl::Begin),
+        "START" if is(1, "TRANSACTION") => Some(TxControl::Begin),
+        "COMMIT" | "END" if !is(1, "PREPARED") => Some(TxControl::Commit),
+        "ROLLBACK" | "ABORT" => {
+            if is(1, "PREPARED") {
+                return None;
+            }
+            let mut i = 1;
+            if is(i, "WORK") || is(i, "TRANSACTION") {
+                i += 1;
+            }
+            if is(i, "TO") {
+                name_from(i + 1, &["SAVEPOINT"]).map(TxControl::RollbackTo)
+            } else {
+                Some(TxControl::Rollback)
+            }
+        }
+        "SAVEPOINT" => name_from(1, &[]).map(TxControl::Savepoint),
+        "RELEASE" => name_from(1, &["SAVEPOINT"]).map(TxControl::Release),
+        _ => None,
+    }
+}
+
 /// Classify one statement (no trailing `;`).
 pub fn session_effect(stmt: &str) -> SessionEffect<'_> {
     let mut toks = Lexer::new(stmt).peekable();
@@ -318,6 +370,33 @@ mod tests {
         ];
         for (sql, want) in cases {
             assert_eq!(session_effect(sql), want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn transaction_control_statements() {
+        use TxControl::*;
+        let cases = [
+            ("BEGIN", Some(Begin)),
+            ("begin isolation level serializable", Some(Begin)),
+            ("START TRANSACTION READ ONLY", Some(Begin)),
+            ("COMMIT", Some(Commit)),
+            ("END", Some(Commit)),
+            ("commit and chain", Some(Commit)),
+            ("COMMIT PREPARED 'x'", None),
+            ("ROLLBACK", Some(Rollback)),
+            ("ABORT", Some(Rollback)),
+            ("ROLLBACK PREPARED 'x'", None),
+            ("ROLLBACK TO s1", Some(RollbackTo("s1".into()))),
+            ("ROLLBACK WORK TO SAVEPOINT S1", Some(RollbackTo("s1".into()))),
+            ("ROLLBACK TRANSACTION TO SAVEPOINT \"Sp\"", Some(RollbackTo("Sp".into()))),
+            ("SAVEPOINT s1", Some(Savepoint("s1".into()))),
+            ("RELEASE SAVEPOINT s1", Some(Release("s1".into()))),
+            ("RELEASE s1", Some(Release("s1".into()))),
+            ("SELECT 1", None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(transaction_control(sql), want, "{sql}");
         }
     }
 

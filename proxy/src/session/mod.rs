@@ -13,98 +13,30 @@
 //!          └───────────────────────────┘
 //! ```
 //!
-//! Every message sent to the server that will be answered is recorded in
-//! order ([`Expect`]), so the session knows when the server has answered
-//! everything (the connection may go back to the pool), and can answer some
-//! messages itself in the right place in the stream: a `Parse` of a
-//! statement the connection already has, or a `Close` of a client's
-//! statement name, gets its ParseComplete/CloseComplete from us.
+//! This module does the I/O; [`protocol`] decides what each message means.
 
 pub mod params;
 pub mod prepared;
+mod protocol;
 
-use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use router::{PinReason, SessionEffect};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::backend::{ServerConn, ServerState};
-use crate::cancel::{CancelHandle, CancelTarget};
+use crate::backend::ServerConn;
+use crate::cancel::CancelTarget;
 use crate::error::{Error, write_error};
-use crate::node::Shared;
 use crate::pool::Pool;
-use crate::wire::frame::{HEADER_LEN, Messages, cstr};
-use crate::wire::messages::{self, Severity};
+use crate::wire::frame::{HEADER_LEN, Messages};
+use crate::wire::messages::Severity;
 use params::ClientParams;
-use prepared::ClientStatements;
+pub(crate) use protocol::State;
+use protocol::Verdict;
 
 /// Largest message accepted from a server (PostgreSQL's own limit).
 const MAX_SERVER_MESSAGE: usize = 1 << 30;
-
-/// A response the server owes us, in the order the requests were sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    /// A client Parse; `register` is the statement id to remember on success.
-    Parse {
-        register: Option<u64>,
-    },
-    /// A Parse we added so that a client's Bind/Describe finds its
-    /// statement: its ParseComplete is ours, not the client's.
-    InjectedParse {
-        register: u64,
-    },
-    /// A Parse the connection did not need: we owe the client ParseComplete.
-    FakeParse,
-    /// A client Close of its statement name: we owe the client CloseComplete.
-    FakeClose,
-    /// An error we owe the client (duplicate statement name), then skip to Sync.
-    FakeDuplicate,
-    Bind,
-    Describe,
-    Execute,
-    Close,
-    Sync,
-    /// A simple query or function call: answered up to ReadyForQuery.
-    Query,
-}
-
-/// What the session does with one server message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Forward,
-    Drop,
-}
-
-/// Per-client state that is not a socket.
-pub(crate) struct State {
-    pub id: u64,
-    shared: Arc<Shared>,
-    pool: Arc<Pool>,
-    /// Transaction pooling: statement names are rewritten and the server
-    /// connection is given back at the end of each transaction.
-    transaction_mode: bool,
-    pinned: Option<PinReason>,
-    max_message: usize,
-    params: ClientParams,
-    /// Set when settings must be re-applied on the attached connection
-    /// (after a RESET).
-    resync: bool,
-    stmts: ClientStatements,
-    /// SQL of the last unnamed Parse, when it changes session settings.
-    unnamed_sets: Option<String>,
-    pending: VecDeque<Expect>,
-    /// The ErrorResponses owed for [`Expect::FakeDuplicate`]s, in order.
-    fake_errors: VecDeque<BytesMut>,
-    skip_until_sync: bool,
-    tx_status: u8,
-    failed: bool,
-    rolled_back: bool,
-    cancel: CancelHandle,
-}
 
 /// A logged-in client and, at times, the server connection serving it.
 pub(crate) struct Session<S> {
@@ -117,343 +49,6 @@ pub(crate) struct Session<S> {
     sout: BytesMut,
     server: Option<ServerConn>,
     st: State,
-}
-
-impl State {
-    pub(crate) fn new(
-        id: u64,
-        shared: Arc<Shared>,
-        pool: Arc<Pool>,
-        transaction_mode: bool,
-        params: ClientParams,
-        cancel: CancelHandle,
-    ) -> State {
-        let max_message = shared.config.load().listen.max_message_size;
-        State {
-            id,
-            shared,
-            pool,
-            transaction_mode,
-            pinned: None,
-            max_message,
-            params,
-            resync: false,
-            stmts: ClientStatements::default(),
-            unnamed_sets: None,
-            pending: VecDeque::new(),
-            fake_errors: VecDeque::new(),
-            skip_until_sync: false,
-            tx_status: b'I',
-            failed: false,
-            rolled_back: false,
-            cancel,
-        }
-    }
-
-    fn releasable(&self) -> bool {
-        self.transaction_mode && self.pinned.is_none() && self.pending.is_empty() && self.tx_status == b'I'
-    }
-
-    /// Note a statement's effect on session state.
-    fn observe_sql(&mut self, sql: &str) {
-        for stmt in router::lex::split_statements(sql) {
-            self.observe_statement(stmt);
-        }
-    }
-
-    fn observe_statement(&mut self, stmt: &str) {
-        match router::session_effect(stmt) {
-            SessionEffect::None | SessionEffect::DeallocateAll => {}
-            SessionEffect::Pin(reason) => {
-                if self.transaction_mode && self.pinned.is_none() {
-                    tracing::debug!(
-                        client = self.id,
-                        reason = reason.as_str(),
-                        "client pinned to its server connection"
-                    );
-                    self.pinned = Some(reason);
-                }
-            }
-            effect => self.params.observe(&effect),
-        }
-    }
-
-    /// Handle one server message; see [`Expect`].
-    fn on_server(&mut self, tag: u8, body: &[u8], server: &mut ServerState) -> Verdict {
-        match tag {
-            b'1' => {
-                if let Some(Expect::InjectedParse { .. }) = self.pending.pop_front() {
-                    return Verdict::Drop;
-                }
-            }
-            b'2' | b'3' | b's' | b'n' => {
-                self.pending.pop_front();
-            }
-            b'T' if self.pending.front() == Some(&Expect::Describe) => {
-                self.pending.pop_front();
-            }
-            b'C' | b'I' => {
-                if tag == b'C' {
-                    let tag_text = cstr(body).map(|(t, _)| t).unwrap_or_default();
-                    self.rolled_back = tag_text == b"ROLLBACK";
-                    if tag_text == b"DISCARD ALL" || tag_text == b"DEALLOCATE ALL" {
-                        server.prepared.clear();
-                        self.stmts.clear();
-                    }
-                }
-                if self.pending.front() == Some(&Expect::Execute) {
-                    self.pending.pop_front();
-                }
-            }
-            b'E' => {
-                self.failed = true;
-                match self.pending.front() {
-                    Some(Expect::Query) | None => {}
-                    _ => {
-                        // The server skips to the next Sync: so do our expectations.
-                        while let Some(e) = self.pending.front() {
-                            match *e {
-                                Expect::Sync => break,
-                                Expect::Parse { register: Some(id) } | Expect::InjectedParse { register: id } => {
-                                    server.prepared.remove(&id);
-                                }
-                                _ => {}
-                            }
-                            self.pending.pop_front();
-                        }
-                    }
-                }
-            }
-            b'Z' => {
-                self.pending.pop_front();
-                let status = body.first().copied().unwrap_or(b'I');
-                self.tx_status = status;
-                if self.params.has_in_flight() {
-                    self.params.on_ready(status, self.failed, self.rolled_back, &mut server.applied);
-                    // After a RESET the server is back at its defaults while
-                    // the client expects its startup values.
-                    self.resync = server.applied != *self.params.desired();
-                }
-                self.failed = false;
-                self.rolled_back = false;
-            }
-            b'S' => server.note_parameter(body),
-            _ => {}
-        }
-        Verdict::Forward
-    }
-
-    /// Answer the requests at the front of the queue that are ours to answer.
-    fn emit_fakes(&mut self, out: &mut BytesMut) {
-        while let Some(e) = self.pending.front() {
-            match e {
-                Expect::FakeParse => messages::parse_complete(out),
-                Expect::FakeClose => messages::close_complete(out),
-                Expect::FakeDuplicate => {
-                    // PostgreSQL's answer to re-using a statement name; the
-                    // messages up to the next Sync are skipped, as it would.
-                    if let Some(err) = self.fake_errors.pop_front() {
-                        out.extend_from_slice(&err);
-                    }
-                    self.pending.pop_front();
-                    while let Some(e) = self.pending.front() {
-                        if *e == Expect::Sync {
-                            break;
-                        }
-                        self.pending.pop_front();
-                    }
-                    continue;
-                }
-                _ => return,
-            }
-            self.pending.pop_front();
-        }
-    }
-
-    fn front_is_fake(&self) -> bool {
-        matches!(self.pending.front(), Some(Expect::FakeParse | Expect::FakeClose | Expect::FakeDuplicate))
-    }
-
-    /// Make sure `stmt` exists on the serving connection, preparing it first
-    /// if needed.
-    fn ensure_prepared(&mut self, stmt: &prepared::Statement, server: &mut ServerState, sout: &mut BytesMut) {
-        if server.prepared.insert(stmt.id) {
-            messages::parse_renamed(sout, &stmt.server_name, &stmt.parse_rest);
-            self.pending.push_back(Expect::InjectedParse { register: stmt.id });
-        }
-    }
-
-    /// Handle the client's complete messages in `cbuf`, queueing what goes to
-    /// the server in `sout` and our own answers in `cout`. Returns `false` when
-    /// the client said Terminate.
-    fn on_client(
-        &mut self,
-        cbuf: &mut BytesMut,
-        server: &mut ServerState,
-        sout: &mut BytesMut,
-        cout: &mut BytesMut,
-    ) -> Result<bool, Error> {
-        let mut it = Messages::new(cbuf, self.max_message);
-        let mut goodbye = false;
-        for m in it.by_ref() {
-            let (at, h) = m?;
-            let raw = &cbuf[at..at + h.total];
-            let body = &raw[HEADER_LEN..];
-            if self.skip_until_sync && h.tag != b'S' && h.tag != b'X' {
-                continue;
-            }
-            match h.tag {
-                b'Q' => {
-                    if let Some((sql, _)) = cstr(body)
-                        && router::may_affect_session(sql)
-                    {
-                        self.observe_sql(&String::from_utf8_lossy(sql));
-                    }
-                    self.pending.push_back(Expect::Query);
-                    sout.extend_from_slice(raw);
-                }
-                b'P' => self.on_parse(raw, body, server, sout)?,
-                b'B' => {
-                    let (portal, rest) = cstr(body).ok_or_else(|| malformed("Bind"))?;
-                    let (name, after) = cstr(rest).ok_or_else(|| malformed("Bind"))?;
-                    match self.named(name).cloned() {
-                        Some(stmt) => {
-                            self.ensure_prepared(&stmt, server, sout);
-                            messages::bind_renamed(sout, portal, &stmt.server_name, after);
-                            if let Some((sql, _)) = cstr(&stmt.parse_rest)
-                                && router::may_affect_session(sql)
-                            {
-                                self.observe_sql(&String::from_utf8_lossy(sql));
-                            }
-                        }
-                        None => {
-                            if name.is_empty()
-                                && let Some(sql) = self.unnamed_sets.clone()
-                            {
-                                self.observe_sql(&sql);
-                            }
-                            sout.extend_from_slice(raw);
-                        }
-                    }
-                    self.pending.push_back(Expect::Bind);
-                }
-                b'D' => {
-                    let kind = body.first().copied();
-                    let name = cstr(body.get(1..).unwrap_or_default()).map(|(n, _)| n).unwrap_or_default();
-                    match (kind, self.named(name).cloned()) {
-                        (Some(b'S'), Some(stmt)) => {
-                            self.ensure_prepared(&stmt, server, sout);
-                            messages::describe_statement(sout, &stmt.server_name);
-                        }
-                        _ => sout.extend_from_slice(raw),
-                    }
-                    self.pending.push_back(Expect::Describe);
-                }
-                b'C' => {
-                    let kind = body.first().copied();
-                    let name = cstr(body.get(1..).unwrap_or_default()).map(|(n, _)| n).unwrap_or_default();
-                    if kind == Some(b'S') && self.named(name).is_some() {
-                        self.stmts.remove(name);
-                        self.pending.push_back(Expect::FakeClose);
-                    } else {
-                        sout.extend_from_slice(raw);
-                        self.pending.push_back(Expect::Close);
-                    }
-                }
-                b'E' => {
-                    sout.extend_from_slice(raw);
-                    self.pending.push_back(Expect::Execute);
-                }
-                b'S' => {
-                    self.skip_until_sync = false;
-                    sout.extend_from_slice(raw);
-                    self.pending.push_back(Expect::Sync);
-                }
-                b'F' => {
-                    sout.extend_from_slice(raw);
-                    self.pending.push_back(Expect::Query);
-                }
-                b'X' => {
-                    goodbye = true;
-                    break;
-                }
-                // Flush, CopyData, CopyDone, CopyFail and anything we do not
-                // know: the server's business.
-                _ => sout.extend_from_slice(raw),
-            }
-            if self.front_is_fake() {
-                self.emit_fakes(cout);
-            }
-        }
-        let n = it.consumed();
-        cbuf.advance(n);
-        Ok(!goodbye)
-    }
-
-    /// A client statement name we rewrite, if it is one.
-    fn named(&self, name: &[u8]) -> Option<&Arc<prepared::Statement>> {
-        if name.is_empty() || !self.transaction_mode { None } else { self.stmts.get(name) }
-    }
-
-    fn on_parse(
-        &mut self,
-        raw: &[u8],
-        body: &[u8],
-        server: &mut ServerState,
-        sout: &mut BytesMut,
-    ) -> Result<(), Error> {
-        let (name, rest) = cstr(body).ok_or_else(|| malformed("Parse"))?;
-        let (sql, _) = cstr(rest).ok_or_else(|| malformed("Parse"))?;
-        if router::may_affect_session(sql) {
-            let text = String::from_utf8_lossy(sql).into_owned();
-            // Pins count at Parse; settings count when executed (Bind).
-            let mut sets = false;
-            for stmt in router::lex::split_statements(&text) {
-                match router::session_effect(stmt) {
-                    SessionEffect::Pin(_) => self.observe_statement(stmt),
-                    SessionEffect::None | SessionEffect::DeallocateAll => {}
-                    _ => sets = true,
-                }
-            }
-            if name.is_empty() {
-                self.unnamed_sets = sets.then_some(text);
-            }
-        } else if name.is_empty() {
-            self.unnamed_sets = None;
-        }
-        if name.is_empty() || !self.transaction_mode {
-            sout.extend_from_slice(raw);
-            self.pending.push_back(Expect::Parse { register: None });
-            return Ok(());
-        }
-        if self.stmts.contains(name) {
-            let mut err = BytesMut::new();
-            messages::error_response(
-                &mut err,
-                Severity::Error,
-                tokio_postgres::error::SqlState::DUPLICATE_PSTATEMENT.code(),
-                &format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name)),
-                None,
-            );
-            self.fake_errors.push_back(err);
-            self.pending.push_back(Expect::FakeDuplicate);
-            self.skip_until_sync = true;
-            return Ok(());
-        }
-        let stmt = prepared::intern(rest);
-        self.stmts.insert(name, stmt.clone());
-        if server.prepared.insert(stmt.id) {
-            messages::parse_renamed(sout, &stmt.server_name, rest);
-            self.pending.push_back(Expect::Parse { register: Some(stmt.id) });
-        } else {
-            self.pending.push_back(Expect::FakeParse);
-        }
-        Ok(())
-    }
-}
-
-fn malformed(what: &str) -> Error {
-    Error::Protocol(format!("malformed {what} message"))
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -481,7 +76,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn finish(&mut self) {
         let Some(mut conn) = self.server.take() else { return };
         self.st.cancel.set_target(None);
-        if !self.st.pending.is_empty() || self.st.tx_status != b'I' {
+        if !self.st.idle() {
             return self.st.pool.discard(conn);
         }
         if !self.st.transaction_mode || self.st.pinned.is_some() {
@@ -567,6 +162,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.relay_server().await?;
                 }
                 _ = sleep_until_opt(idle_deadline) => return Err(Error::IdleInTransactionTimeout),
+                // Draining: a session that holds its connection (session
+                // mode, pinned) ends once it is idle between transactions.
+                _ = drain.cancelled(), if self.st.idle() => {
+                    return Err(Error::ShuttingDown);
+                }
                 _ = hard.cancelled() => return Err(Error::ShuttingDown),
             }
         }
@@ -591,7 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if self.st.front_is_fake() {
                 self.cout.extend_from_slice(&buf[flushed..end]);
                 flushed = end;
-                self.st.emit_fakes(&mut self.cout);
+                self.st.emit_fakes(&mut self.cout, &mut server.state);
                 modified = true;
             }
         }
@@ -617,18 +217,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Check out a server connection and make it look like this client's.
     async fn attach(&mut self) -> Result<(), Error> {
-        let mut conn = self.st.pool.checkout(self.st.id).await?;
-        conn.last_client = self.st.id;
-        if let Some(sql) = self.st.params.sync_sql(&conn.state.applied) {
-            let timeout = connect_timeout(&self.st);
-            if let Err(e) = conn.run_quiet(&sql, timeout).await {
-                tracing::warn!(client = self.st.id, error = %e, "cannot apply session settings on server connection");
-                self.st.pool.discard(conn);
-                return Err(e.into());
-            }
-            conn.state.applied = self.st.params.desired().clone();
-        }
-        self.st.cancel.set_target(Some(CancelTarget { addr: conn.peer, pid: conn.backend_pid, key: conn.backend_key }));
+        let conn = checkout_synced(&self.st.pool, self.st.id, &self.st.params, connect_timeout(&self.st)).await?;
+        self.st.cancel.set_target(Some(CancelTarget {
+            addr: conn.peer,
+            pid: conn.backend_pid,
+            key: conn.backend_key,
+        }));
         self.st.tx_status = b'I';
         self.server = Some(conn);
         Ok(())
@@ -651,6 +245,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.st.cancel.set_target(None);
             self.st.pool.checkin(conn);
         }
+    }
+}
+
+/// How many connections a checkout tries when applying settings fails on
+/// connections left dirty by other clients.
+const SYNC_ATTEMPTS: usize = 3;
+
+/// Check out a server connection for `client_id` and apply its settings.
+/// A connection on which that fails is thrown away; if it carried another
+/// client's settings, the checkout is tried again, since the failure may be
+/// theirs (a setting only a role they assumed may reset). On a clean
+/// connection the failure is the client's own, and is returned.
+pub(crate) async fn checkout_synced(
+    pool: &Pool,
+    client_id: u64,
+    params: &ClientParams,
+    timeout: Duration,
+) -> Result<ServerConn, Error> {
+    let conn = pool.checkout(client_id).await?;
+    sync_settings(pool, client_id, params, timeout, conn).await
+}
+
+/// Apply the client's settings on `conn`, checked out for it; see
+/// [`checkout_synced`] for what happens when that fails.
+pub(crate) async fn sync_settings(
+    pool: &Pool,
+    client_id: u64,
+    params: &ClientParams,
+    timeout: Duration,
+    mut conn: ServerConn,
+) -> Result<ServerConn, Error> {
+    let mut attempt = 1;
+    loop {
+        conn.last_client = client_id;
+        let Some(sql) = params.sync_sql(&conn.state.applied) else { return Ok(conn) };
+        match conn.run_quiet(&sql, timeout).await {
+            Ok(()) => {
+                conn.state.applied = params.desired().clone();
+                return Ok(conn);
+            }
+            Err(e) => {
+                let dirty = !conn.state.applied.is_empty();
+                tracing::debug!(client = client_id, error = %e, dirty, "cannot apply session settings on server connection");
+                pool.discard(conn);
+                if !dirty || attempt >= SYNC_ATTEMPTS {
+                    return Err(e.into());
+                }
+            }
+        }
+        attempt += 1;
+        conn = pool.checkout(client_id).await?;
     }
 }
 

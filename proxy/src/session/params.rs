@@ -13,17 +13,57 @@
 
 use std::collections::BTreeMap;
 
-use router::SessionEffect;
+use std::collections::VecDeque;
+
+use router::{SessionEffect, TxControl};
+
+use crate::backend::ServerState;
+
+/// Settings that change who the session is, in the order they are set.
+const IDENTITY: [&str; 2] = ["session_authorization", "role"];
 
 /// Startup parameters that are not session settings.
 const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
 
 /// A change to session settings, applied when it commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Change {
+pub enum Change {
     Set { name: String, sql: String },
     Reset { name: String },
     ResetAll,
+}
+
+/// What one statement means for session settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    Change(Change),
+    Tx(TxControl),
+}
+
+impl Effect {
+    /// The effect of one statement.
+    pub fn of(stmt: &str) -> Effect {
+        match router::session_effect(stmt) {
+            SessionEffect::Set { name, sql } => Effect::Change(Change::Set { name, sql: sql.to_owned() }),
+            SessionEffect::Reset { name } => Effect::Change(Change::Reset { name }),
+            SessionEffect::ResetAll | SessionEffect::DiscardAll => Effect::Change(Change::ResetAll),
+            _ => router::transaction_control(stmt).map_or(Effect::None, Effect::Tx),
+        }
+    }
+
+    /// The effects of a simple-query string, one per statement, in order
+    /// (the order of its CommandCompletes).
+    pub fn of_query(sql: &str) -> VecDeque<Effect> {
+        router::lex::split_statements(sql).into_iter().map(Effect::of).collect()
+    }
+}
+
+/// One entry of the open transaction's journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Journal {
+    Change(Change),
+    Savepoint(String),
 }
 
 /// Why startup parameters were refused.
@@ -36,16 +76,25 @@ pub enum ParamError {
 }
 
 /// What the client expects its session to look like.
+///
+/// The session reports each completed statement's [`Effect`]
+/// ([`ClientParams::on_complete`]), errors ([`ClientParams::on_error`]) and
+/// ReadyForQuery ([`ClientParams::on_ready`]). Changes outside an explicit
+/// transaction commit at the next ReadyForQuery unless an error came first
+/// (a multi-statement query or a Sync batch is one implicit transaction);
+/// changes inside one are journaled with its savepoints and commit with it.
 #[derive(Debug, Clone, Default)]
 pub struct ClientParams {
     /// Settings from the startup packet: what RESET returns to.
     startup: BTreeMap<String, String>,
-    /// The current settings.
+    /// The current committed settings.
     desired: BTreeMap<String, String>,
-    /// Changes made by the statements in flight since the last ReadyForQuery.
-    in_flight: Vec<Change>,
-    /// Changes made inside the open transaction.
-    in_transaction: Vec<Change>,
+    /// Changes made outside an explicit transaction since the last ReadyForQuery.
+    implicit: Vec<Change>,
+    /// Changes and savepoints of the open explicit transaction.
+    journal: Vec<Journal>,
+    in_transaction: bool,
+    failed: bool,
 }
 
 impl ClientParams {
@@ -67,61 +116,124 @@ impl ClientParams {
         Ok(ClientParams { desired: startup.clone(), startup, ..Default::default() })
     }
 
-    /// Note a statement the client sent, to be judged at the next ReadyForQuery.
-    pub fn observe(&mut self, effect: &SessionEffect<'_>) {
-        let change = match effect {
-            SessionEffect::Set { name, sql } => Change::Set { name: name.clone(), sql: (*sql).to_owned() },
-            SessionEffect::Reset { name } => Change::Reset { name: name.clone() },
-            SessionEffect::ResetAll | SessionEffect::DiscardAll => Change::ResetAll,
-            _ => return,
-        };
-        self.in_flight.push(change);
+    /// Must every statement's effect be reported? True while changes wait
+    /// for their transaction's outcome, when transaction control matters.
+    pub fn tracking(&self) -> bool {
+        !self.journal.is_empty() || !self.implicit.is_empty()
     }
 
-    /// Is anything waiting to be judged? (Cheap check for the hot path.)
-    pub fn has_in_flight(&self) -> bool {
-        !self.in_flight.is_empty() || !self.in_transaction.is_empty()
-    }
-
-    /// ReadyForQuery arrived with `status`; `failed` says an error was seen
-    /// since the last one and `rolled_back` that the last command completed
-    /// was a ROLLBACK. Committed changes are applied to the client's
-    /// settings and to `applied`, the serving connection's record.
-    pub fn on_ready(&mut self, status: u8, failed: bool, rolled_back: bool, applied: &mut BTreeMap<String, String>) {
-        let batch = std::mem::take(&mut self.in_flight);
-        match status {
-            b'T' if !failed => self.in_transaction.extend(batch),
-            b'T' | b'E' => {}
-            _ => {
-                let tx = std::mem::take(&mut self.in_transaction);
-                if failed {
-                    return;
+    /// A statement with `effect` completed with command tag `tag`.
+    pub fn on_complete(&mut self, effect: Effect, tag: &[u8], server: &mut ServerState) {
+        match effect {
+            Effect::None => {}
+            Effect::Change(c) if self.in_transaction => self.journal.push(Journal::Change(c)),
+            Effect::Change(c) => self.implicit.push(c),
+            Effect::Tx(TxControl::Begin) => {
+                // BEGIN inside a multi-statement query takes the statements
+                // before it into the explicit transaction.
+                self.in_transaction = true;
+                self.journal.extend(self.implicit.drain(..).map(Journal::Change));
+            }
+            Effect::Tx(TxControl::Commit) => {
+                // COMMIT of a failed transaction answers ROLLBACK.
+                if tag == b"COMMIT" {
+                    self.commit_journal(server);
                 }
-                let committed = if rolled_back { batch } else { tx.into_iter().chain(batch).collect() };
-                for change in committed {
-                    self.apply(change, applied);
+                self.journal.clear();
+                self.in_transaction = false;
+            }
+            Effect::Tx(TxControl::Rollback) => {
+                self.journal.clear();
+                self.in_transaction = false;
+            }
+            Effect::Tx(TxControl::Savepoint(name)) => self.journal.push(Journal::Savepoint(name)),
+            Effect::Tx(TxControl::RollbackTo(name)) => {
+                // Back to just after the savepoint, which stays; a savepoint
+                // set before any change we journaled undoes them all.
+                let keep = self.last_savepoint(&name).map_or(0, |i| i + 1);
+                self.journal.truncate(keep);
+            }
+            Effect::Tx(TxControl::Release(name)) => {
+                if let Some(i) = self.last_savepoint(&name) {
+                    // Releasing a savepoint releases the ones after it; the
+                    // changes become part of the enclosing level.
+                    let tail = self.journal.split_off(i);
+                    self.journal.extend(tail.into_iter().filter(|e| matches!(e, Journal::Change(_))));
                 }
             }
         }
     }
 
-    fn apply(&mut self, change: Change, applied: &mut BTreeMap<String, String>) {
+    fn last_savepoint(&self, name: &str) -> Option<usize> {
+        self.journal.iter().rposition(|e| matches!(e, Journal::Savepoint(n) if n == name))
+    }
+
+    fn commit_journal(&mut self, server: &mut ServerState) {
+        for entry in std::mem::take(&mut self.journal) {
+            if let Journal::Change(c) = entry {
+                self.apply(c, server);
+            }
+        }
+    }
+
+    /// The server reported an error.
+    pub fn on_error(&mut self) {
+        self.failed = true;
+    }
+
+    /// ReadyForQuery arrived with `status`. Commits what committed; returns
+    /// true when the settings changed.
+    pub fn on_ready(&mut self, status: u8, server: &mut ServerState) -> bool {
+        let failed = std::mem::take(&mut self.failed);
+        let implicit = std::mem::take(&mut self.implicit);
+        let mut changed = false;
+        if !failed && !implicit.is_empty() {
+            changed = true;
+            for c in implicit {
+                self.apply(c, server);
+            }
+        }
+        if status == b'I' {
+            if !self.journal.is_empty() {
+                // The transaction ended by a statement we did not see (it
+                // cannot happen while we track every statement); what ended
+                // it is unknown, and a commit is the likelier.
+                tracing::debug!("transaction with journaled settings ended unseen");
+                changed = true;
+                self.commit_journal(server);
+            }
+            self.in_transaction = false;
+        } else {
+            self.in_transaction = true;
+        }
+        changed
+    }
+
+    fn apply(&mut self, change: Change, server: &mut ServerState) {
         match change {
             Change::Set { name, sql } => {
-                applied.insert(name.clone(), sql.clone());
+                // A reported parameter (DateStyle, TimeZone, ...) is stored as
+                // the value the server reports: a SET may change only part of
+                // it (SET datestyle TO ymd keeps the output style).
+                let sql = server
+                    .reported
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(&name))
+                    .map_or(sql, |(k, v)| set_config_sql(k, v));
+                server.applied.insert(name.clone(), sql.clone());
                 self.desired.insert(name, sql);
             }
             Change::Reset { name } => {
                 // The server went back to its own default; the client expects
                 // its startup value, which the next sync re-applies.
-                applied.remove(&name);
+                server.applied.remove(&name);
                 match self.startup.get(&name) {
                     Some(v) => self.desired.insert(name, v.clone()),
                     None => self.desired.remove(&name),
                 };
             }
             Change::ResetAll => {
-                applied.clear();
+                server.applied.clear();
                 self.desired = self.startup.clone();
             }
         }
@@ -129,19 +241,40 @@ impl ClientParams {
 
     /// SQL that makes a connection with `applied` settings match this
     /// client, or `None` when it already does.
+    ///
+    /// Identity settings (`session_authorization`, `role`) go back to the
+    /// login identity first and are set last: other settings may need the
+    /// privileges the identity drops (`SET track_io_timing` before
+    /// `SET SESSION AUTHORIZATION nonsuper` is valid, the reverse is not).
     pub fn sync_sql(&self, applied: &BTreeMap<String, String>) -> Option<String> {
         if *applied == self.desired {
             return None;
         }
         let mut sql = String::new();
-        for name in applied.keys().filter(|k| !self.desired.contains_key(*k)) {
-            sql.push_str(&reset_sql(name));
+        let mut line = |s: &str| {
+            sql.push_str(s);
             sql.push_str(";\n");
+        };
+        let identity_changes = IDENTITY.iter().any(|k| applied.get(*k) != self.desired.get(*k));
+        let reset_identity = identity_changes && IDENTITY.iter().any(|k| applied.contains_key(*k));
+        if reset_identity {
+            line("RESET SESSION AUTHORIZATION");
+            line("RESET ROLE");
         }
-        for (name, set) in &self.desired {
+        let is_identity = |k: &str| IDENTITY.contains(&k);
+        for name in applied.keys().filter(|k| !is_identity(k) && !self.desired.contains_key(*k)) {
+            line(&reset_sql(name));
+        }
+        for (name, set) in self.desired.iter().filter(|(k, _)| !is_identity(k)) {
             if applied.get(name) != Some(set) {
-                sql.push_str(set);
-                sql.push_str(";\n");
+                line(set);
+            }
+        }
+        for name in IDENTITY {
+            if let Some(set) = self.desired.get(name)
+                && (reset_identity || applied.get(name) != Some(set))
+            {
+                line(set);
             }
         }
         Some(sql)
@@ -289,46 +422,117 @@ mod tests {
     }
 
     #[test]
-    fn sets_count_only_when_committed() {
-        let set = |sql: &'static str| router::session_effect(sql);
+    fn identity_is_reset_first_and_set_last() {
         let mut c = ClientParams::default();
-        let mut applied = BTreeMap::new();
-        // Autocommit SET.
-        c.observe(&set("SET work_mem = '1MB'"));
-        c.on_ready(b'I', false, false, &mut applied);
-        assert_eq!(c.desired()["work_mem"], "SET work_mem = '1MB'");
-        assert_eq!(applied, *c.desired());
-        // SET in a transaction that rolls back.
-        c.observe(&set("SET work_mem = '2MB'"));
-        c.on_ready(b'T', false, false, &mut applied);
-        c.on_ready(b'I', false, true, &mut applied);
-        assert_eq!(c.desired()["work_mem"], "SET work_mem = '1MB'");
-        // ... and one that commits.
-        c.observe(&set("SET work_mem = '3MB'"));
-        c.on_ready(b'T', false, false, &mut applied);
-        c.on_ready(b'I', false, false, &mut applied);
-        assert_eq!(c.desired()["work_mem"], "SET work_mem = '3MB'");
-        // A failed statement takes its SET with it.
-        c.observe(&set("SET work_mem = '4MB'"));
-        c.on_ready(b'I', true, false, &mut applied);
-        assert_eq!(c.desired()["work_mem"], "SET work_mem = '3MB'");
+        let mut server = ServerState::default();
+        run(&mut c, &mut server, "SET track_io_timing = on; SET SESSION AUTHORIZATION nonsuper; SET ROLE r; SET work_mem = 1", None, b'I');
+        let applied = server.applied.clone();
+        // Replayed on a fresh connection: identity last, session before role.
+        let sql = c.sync_sql(&BTreeMap::new()).unwrap();
+        let pos = |needle: &str| sql.find(needle).unwrap_or_else(|| panic!("{needle} in {sql}"));
+        assert!(pos("track_io_timing") < pos("SESSION AUTHORIZATION nonsuper"), "{sql}");
+        assert!(pos("work_mem") < pos("SESSION AUTHORIZATION nonsuper"), "{sql}");
+        assert!(pos("SESSION AUTHORIZATION nonsuper") < pos("SET ROLE r"), "{sql}");
+        // Another client lands on that connection: the identity is dropped
+        // before anything else is reset.
+        let other = ClientParams::default();
+        let sql = other.sync_sql(&applied).unwrap();
+        assert!(sql.starts_with("RESET SESSION AUTHORIZATION;\nRESET ROLE;\n"), "{sql}");
+        assert!(sql.contains("RESET track_io_timing") && sql.contains("RESET work_mem"), "{sql}");
+        assert!(!sql.contains("RESET session_authorization") && !sql.contains("RESET role"), "{sql}");
+    }
+
+    /// Feed a simple query through `c` as a server would answer it:
+    /// statements complete in order, `fail_at` fails and skips the rest.
+    fn run(c: &mut ClientParams, server: &mut ServerState, sql: &str, fail_at: Option<usize>, status: u8) {
+        for (i, e) in Effect::of_query(sql).into_iter().enumerate() {
+            if Some(i) == fail_at {
+                c.on_error();
+                break;
+            }
+            let tag: &[u8] = if e == Effect::Tx(TxControl::Commit) { b"COMMIT" } else { b"X" };
+            c.on_complete(e, tag, server);
+        }
+        c.on_ready(status, server);
+    }
+
+    #[test]
+    fn sets_count_only_when_committed() {
+        let mut c = ClientParams::default();
+        let mut server = ServerState::default();
+        let wm = |c: &ClientParams| c.desired().get("work_mem").cloned();
+        run(&mut c, &mut server, "SET work_mem = '1MB'", None, b'I');
+        assert_eq!(wm(&c).as_deref(), Some("SET work_mem = '1MB'"));
+        assert_eq!(server.applied, *c.desired());
+        // Rolled back, in separate queries and in one string.
+        run(&mut c, &mut server, "BEGIN", None, b'T');
+        run(&mut c, &mut server, "SET work_mem = '2MB'", None, b'T');
+        run(&mut c, &mut server, "ROLLBACK", None, b'I');
+        run(&mut c, &mut server, "BEGIN; SET work_mem = '2MB'; ROLLBACK; SELECT 1", None, b'I');
+        assert_eq!(wm(&c).as_deref(), Some("SET work_mem = '1MB'"));
+        // Committed.
+        run(&mut c, &mut server, "BEGIN; SET work_mem = '3MB'", None, b'T');
+        run(&mut c, &mut server, "COMMIT", None, b'I');
+        assert_eq!(wm(&c).as_deref(), Some("SET work_mem = '3MB'"));
+        // A failed statement in the same implicit transaction takes the SET with it.
+        run(&mut c, &mut server, "SET work_mem = '4MB'; SELECT 1/0", Some(1), b'I');
+        assert_eq!(wm(&c).as_deref(), Some("SET work_mem = '3MB'"));
+        // COMMIT of a failed transaction is a rollback.
+        run(&mut c, &mut server, "BEGIN; SET work_mem = '5MB'", None, b'T');
+        run(&mut c, &mut server, "SELECT 1/0", Some(0), b'E');
+        c.on_complete(Effect::of("COMMIT"), b"ROLLBACK", &mut server);
+        c.on_ready(b'I', &mut server);
+        assert_eq!(wm(&c).as_deref(), Some("SET work_mem = '3MB'"));
         // RESET ALL returns to the startup settings.
-        c.observe(&set("RESET ALL"));
-        c.on_ready(b'I', false, false, &mut applied);
+        run(&mut c, &mut server, "RESET ALL", None, b'I');
         assert!(c.desired().is_empty());
-        assert!(applied.is_empty());
+        assert!(server.applied.is_empty());
+    }
+
+    #[test]
+    fn savepoints() {
+        let mut c = ClientParams::default();
+        let mut server = ServerState::default();
+        let wm = |c: &ClientParams| c.desired().get("work_mem").cloned();
+        run(&mut c, &mut server, "BEGIN", None, b'T');
+        run(&mut c, &mut server, "SAVEPOINT a", None, b'T');
+        run(&mut c, &mut server, "SET work_mem = '1MB'", None, b'T');
+        run(&mut c, &mut server, "ROLLBACK TO SAVEPOINT a", None, b'T');
+        run(&mut c, &mut server, "COMMIT", None, b'I');
+        assert_eq!(wm(&c), None, "undone by ROLLBACK TO");
+        // A savepoint we never saw (set before any change) undoes everything after it.
+        run(&mut c, &mut server, "BEGIN", None, b'T');
+        run(&mut c, &mut server, "SET work_mem = '2MB'; SAVEPOINT b; SET work_mem = '3MB'", None, b'T');
+        run(&mut c, &mut server, "RELEASE SAVEPOINT b", None, b'T');
+        run(&mut c, &mut server, "SAVEPOINT c; SET work_mem = '4MB'; ROLLBACK TO c", None, b'T');
+        run(&mut c, &mut server, "COMMIT", None, b'I');
+        assert_eq!(wm(&c).as_deref(), Some("SET work_mem = '3MB'"));
+        run(&mut c, &mut server, "BEGIN", None, b'T');
+        run(&mut c, &mut server, "SET work_mem = '5MB'", None, b'T');
+        run(&mut c, &mut server, "ROLLBACK TO never_seen", None, b'T');
+        run(&mut c, &mut server, "COMMIT", None, b'I');
+        assert_eq!(wm(&c).as_deref(), Some("SET work_mem = '3MB'"));
+    }
+
+    #[test]
+    fn reported_parameters_are_stored_as_reported() {
+        let mut c = ClientParams::default();
+        let mut server = ServerState::default();
+        run(&mut c, &mut server, "SET datestyle TO postgres", None, b'I');
+        // The server reports the whole value after a partial SET.
+        server.reported.insert("DateStyle".into(), "Postgres, YMD".into());
+        run(&mut c, &mut server, "SET datestyle TO ymd", None, b'I');
+        assert_eq!(c.desired()["datestyle"], "SELECT pg_catalog.set_config('DateStyle', 'Postgres, YMD', false)");
     }
 
     #[test]
     fn reset_returns_to_the_startup_value() {
         let mut c = ClientParams::from_startup(&p(&[("timezone", "UTC")])).unwrap();
-        let mut applied = c.desired().clone();
-        c.observe(&router::session_effect("SET TIME ZONE 'Europe/Paris'"));
-        c.on_ready(b'I', false, false, &mut applied);
-        c.observe(&router::session_effect("RESET timezone"));
-        c.on_ready(b'I', false, false, &mut applied);
+        let mut server = ServerState { applied: c.desired().clone(), ..Default::default() };
+        run(&mut c, &mut server, "SET TIME ZONE 'Europe/Paris'", None, b'I');
+        run(&mut c, &mut server, "RESET timezone", None, b'I');
         assert_eq!(c.desired()["timezone"], "SELECT pg_catalog.set_config('timezone', 'UTC', false)");
         // The server reset to its own default; a sync puts the startup value back.
-        assert!(c.sync_sql(&applied).unwrap().contains("'UTC'"));
+        assert!(c.sync_sql(&server.applied).unwrap().contains("'UTC'"));
     }
 }

@@ -1,0 +1,533 @@
+//! The sans-IO core of a session: what each client message means for the
+//! server connection, and what each server message means for the client.
+//!
+//! Every request sent to the server that will be answered is recorded in
+//! order ([`Expect`]), so the session knows when the server has answered
+//! everything (the connection may go back to the pool), and can answer some
+//! messages itself in the right place of the stream: a `Parse` of a
+//! statement the connection already has, or a `Close` of a client's
+//! statement name, gets its ParseComplete/CloseComplete from us.
+//!
+//! ```text
+//!  client ──Q/P/B/D/E/C/S──▶ on_client ──▶ bytes for the server (+ Expect entries)
+//!                                     └──▶ our own answers, once at the front
+//!  server ──1/2/C/E/Z/...──▶ on_server ──▶ Forward | Drop, Expect entries popped,
+//!                                          settings committed (params)
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use router::{PinReason, SessionEffect};
+use tokio_postgres::error::SqlState;
+
+use super::params::{ClientParams, Effect};
+use super::prepared::{self, ClientStatements};
+use crate::backend::ServerState;
+use crate::cancel::CancelHandle;
+use crate::error::Error;
+use crate::node::Shared;
+use crate::pool::Pool;
+use crate::wire::frame::{HEADER_LEN, Messages, cstr};
+use crate::wire::messages::{self, Severity};
+
+/// A response the server owes, in the order the requests were sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// A client Parse; `register` is the statement id the connection gets,
+    /// `named` says a client statement name waits on it.
+    Parse { register: Option<u64>, named: bool },
+    /// A Parse we added so that a client's Bind/Describe finds its
+    /// statement: its ParseComplete is ours, not the client's.
+    InjectedParse { register: u64 },
+    /// A Parse the connection did not need: we owe the client ParseComplete.
+    FakeParse,
+    /// A client Close of its statement name: we owe the client CloseComplete.
+    FakeClose,
+    /// An error we owe the client (statement name in use), then skip to Sync.
+    FakeDuplicate,
+    Bind,
+    Describe,
+    /// `tracked`: its statement's [`Effect`] waits in `effects`.
+    Execute { tracked: bool },
+    Close,
+    Sync,
+    /// A simple query, function call or unknown message: answered up to
+    /// ReadyForQuery. `tracked`: its statements' effects wait in `effects`.
+    Query { tracked: bool },
+    /// The client ended a COPY IN (CopyDone/CopyFail): no answer of its own.
+    CopyEnd,
+}
+
+/// What the session does with one server message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Forward,
+    Drop,
+}
+
+/// Per-client state that is not a socket.
+pub(crate) struct State {
+    pub id: u64,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) pool: Arc<Pool>,
+    /// Transaction pooling: statement names are rewritten and the server
+    /// connection is given back at the end of each transaction.
+    pub(crate) transaction_mode: bool,
+    pub(crate) pinned: Option<PinReason>,
+    pub(crate) max_message: usize,
+    pub(crate) params: ClientParams,
+    /// Settings must be re-applied on the attached connection (after a RESET).
+    pub(crate) resync: bool,
+    stmts: ClientStatements,
+    /// SQL of the last unnamed Parse (buffer reused), for its Bind's effect.
+    unnamed_sql: String,
+    pub(crate) pending: VecDeque<Expect>,
+    /// Effects of tracked requests, one list per tracked Query/Execute, in order.
+    effects: VecDeque<VecDeque<Effect>>,
+    /// Effect of the statement bound last, for the next Execute.
+    bound_effect: Option<Effect>,
+    /// Client statement names whose Parse is in flight, with the statement id.
+    parse_names: VecDeque<(Bytes, u64)>,
+    /// The ErrorResponses owed for [`Expect::FakeDuplicate`]s, in order.
+    fake_errors: VecDeque<BytesMut>,
+    skip_until_sync: bool,
+    /// Extended-protocol messages went out since the last Sync: the server
+    /// holds an implicit transaction (or an unnamed statement) for them.
+    unsynced: bool,
+    /// The server is in COPY FROM STDIN started by an Execute; it ignores
+    /// the Syncs that arrive meanwhile.
+    copy_in: bool,
+    pub(crate) tx_status: u8,
+    pub(crate) cancel: CancelHandle,
+}
+
+impl State {
+    pub(crate) fn new(
+        id: u64,
+        shared: Arc<Shared>,
+        pool: Arc<Pool>,
+        transaction_mode: bool,
+        params: ClientParams,
+        cancel: CancelHandle,
+    ) -> State {
+        let max_message = shared.config.load().listen.max_message_size;
+        State {
+            id,
+            shared,
+            pool,
+            transaction_mode,
+            pinned: None,
+            max_message,
+            params,
+            resync: false,
+            stmts: ClientStatements::default(),
+            unnamed_sql: String::new(),
+            pending: VecDeque::new(),
+            effects: VecDeque::new(),
+            bound_effect: None,
+            parse_names: VecDeque::new(),
+            fake_errors: VecDeque::new(),
+            skip_until_sync: false,
+            unsynced: false,
+            copy_in: false,
+            tx_status: b'I',
+            cancel,
+        }
+    }
+
+    /// May the server connection go back to the pool now?
+    pub(crate) fn releasable(&self) -> bool {
+        self.transaction_mode
+            && self.pinned.is_none()
+            && self.pending.is_empty()
+            && self.tx_status == b'I'
+            && !self.unsynced
+            && !self.copy_in
+    }
+
+    /// Is the server connection idle between transactions (nothing owed,
+    /// nothing half-sent)?
+    pub(crate) fn idle(&self) -> bool {
+        self.pending.is_empty() && self.tx_status == b'I' && !self.unsynced && !self.copy_in
+    }
+
+    /// Must statements' effects be collected? Only while settings wait for
+    /// a transaction's outcome, or when the text may change them.
+    fn tracking(&self) -> bool {
+        self.params.tracking() || !self.effects.is_empty()
+    }
+
+    fn pin_statements(&mut self, sql: &str) {
+        for stmt in router::lex::split_statements(sql) {
+            if let SessionEffect::Pin(reason) = router::session_effect(stmt)
+                && self.transaction_mode
+                && self.pinned.is_none()
+            {
+                tracing::debug!(client = self.id, reason = reason.as_str(), "client pinned to its server connection");
+                self.pinned = Some(reason);
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Option<Expect> {
+        let e = self.pending.pop_front();
+        while self.pending.front() == Some(&Expect::CopyEnd) {
+            self.pending.pop_front();
+        }
+        e
+    }
+
+    /// Handle one server message.
+    pub(crate) fn on_server(&mut self, tag: u8, body: &[u8], server: &mut ServerState) -> Verdict {
+        match tag {
+            b'1' => match self.pop() {
+                Some(Expect::InjectedParse { .. }) => return Verdict::Drop,
+                Some(Expect::Parse { named: true, .. }) => {
+                    self.parse_names.pop_front();
+                }
+                _ => {}
+            },
+            b'2' | b'3' | b'n' => {
+                self.pop();
+            }
+            b's' => {
+                if let Some(Expect::Execute { tracked: true }) = self.pop() {
+                    self.effects.pop_front();
+                }
+            }
+            b'T' if self.pending.front() == Some(&Expect::Describe) => {
+                self.pop();
+            }
+            b'G' => {
+                if let Some(Expect::Execute { .. }) = self.pending.front() {
+                    // COPY FROM STDIN via Execute: the server ignores Syncs
+                    // until the copy ends, so none of those is answered.
+                    self.copy_in = true;
+                    let end = self.pending.iter().position(|e| *e == Expect::CopyEnd).unwrap_or(self.pending.len());
+                    let mut i = 1;
+                    let mut end = end;
+                    while i < end {
+                        if self.pending[i] == Expect::Sync {
+                            self.pending.remove(i);
+                            end -= 1;
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            b'C' | b'I' => {
+                let command = if tag == b'C' { cstr(body).map(|(t, _)| t).unwrap_or_default() } else { &[][..] };
+                if command == b"DISCARD ALL" || command == b"DEALLOCATE ALL" {
+                    server.prepared.clear();
+                    self.stmts.clear();
+                }
+                self.copy_in = false;
+                let effect = match self.pending.front() {
+                    Some(Expect::Execute { tracked }) => {
+                        let tracked = *tracked;
+                        self.pop();
+                        if tracked { self.effects.pop_front().and_then(|mut l| l.pop_front()) } else { None }
+                    }
+                    Some(Expect::Query { tracked: true }) => self.effects.front_mut().and_then(VecDeque::pop_front),
+                    _ => None,
+                };
+                if let Some(effect) = effect {
+                    self.params.on_complete(effect, command, server);
+                }
+            }
+            b'E' => {
+                self.params.on_error();
+                self.copy_in = false;
+                match self.pending.front() {
+                    Some(Expect::Query { .. }) | None => {}
+                    _ => self.discard_until_sync(server),
+                }
+            }
+            b'Z' => {
+                if let Some(Expect::Query { tracked: true }) = self.pop() {
+                    self.effects.pop_front();
+                }
+                let status = body.first().copied().unwrap_or(b'I');
+                self.tx_status = status;
+                if self.params.on_ready(status, server) {
+                    // After a RESET the server is back at its defaults while
+                    // the client expects its startup values.
+                    self.resync = server.applied != *self.params.desired();
+                }
+            }
+            b'S' => server.note_parameter(body),
+            _ => {}
+        }
+        Verdict::Forward
+    }
+
+    /// The server skips the rest of an extended batch after an error: so do
+    /// our expectations, up to the Sync.
+    fn discard_until_sync(&mut self, server: &mut ServerState) {
+        while let Some(e) = self.pending.front().copied() {
+            match e {
+                Expect::Sync => break,
+                Expect::Parse { register, named } => {
+                    if let Some(id) = register {
+                        server.prepared.remove(&id);
+                    }
+                    if named {
+                        self.forget_failed_parse();
+                    }
+                }
+                Expect::InjectedParse { register } => {
+                    server.prepared.remove(&register);
+                }
+                Expect::FakeParse => self.forget_failed_parse(),
+                Expect::FakeDuplicate => {
+                    self.fake_errors.pop_front();
+                }
+                Expect::Execute { tracked: true } => {
+                    self.effects.pop_front();
+                }
+                _ => {}
+            }
+            self.pending.pop_front();
+        }
+    }
+
+    /// A named Parse failed or was skipped: the client's name is free again.
+    fn forget_failed_parse(&mut self) {
+        if let Some((name, id)) = self.parse_names.pop_front()
+            && self.stmts.get(&name).is_some_and(|s| s.id == id)
+        {
+            self.stmts.remove(&name);
+        }
+    }
+
+    /// Answer the requests at the front of the queue that are ours to answer.
+    pub(crate) fn emit_fakes(&mut self, out: &mut BytesMut, server: &mut ServerState) {
+        while let Some(e) = self.pending.front() {
+            match e {
+                Expect::FakeParse => {
+                    messages::parse_complete(out);
+                    self.parse_names.pop_front();
+                }
+                Expect::FakeClose => messages::close_complete(out),
+                Expect::FakeDuplicate => {
+                    // PostgreSQL's answer to re-using a statement name; the
+                    // messages up to the next Sync are skipped, as it would.
+                    if let Some(err) = self.fake_errors.pop_front() {
+                        out.extend_from_slice(&err);
+                    }
+                    self.params.on_error();
+                    self.pop();
+                    self.discard_until_sync(server);
+                    continue;
+                }
+                _ => return,
+            }
+            self.pop();
+        }
+    }
+
+    pub(crate) fn front_is_fake(&self) -> bool {
+        matches!(self.pending.front(), Some(Expect::FakeParse | Expect::FakeClose | Expect::FakeDuplicate))
+    }
+
+    /// Make sure `stmt` exists on the serving connection, preparing it first
+    /// if needed.
+    fn ensure_prepared(&mut self, stmt: &prepared::Statement, server: &mut ServerState, sout: &mut BytesMut) {
+        if server.prepared.insert(stmt.id) {
+            messages::parse_renamed(sout, &stmt.server_name, &stmt.parse_rest);
+            self.pending.push_back(Expect::InjectedParse { register: stmt.id });
+        }
+    }
+
+    /// Handle the client's complete messages in `cbuf`, queueing what goes to
+    /// the server in `sout` and our own answers in `cout`. Returns `false` when
+    /// the client said Terminate.
+    pub(crate) fn on_client(
+        &mut self,
+        cbuf: &mut BytesMut,
+        server: &mut ServerState,
+        sout: &mut BytesMut,
+        cout: &mut BytesMut,
+    ) -> Result<bool, Error> {
+        let mut it = Messages::new(cbuf, self.max_message);
+        let mut goodbye = false;
+        for m in it.by_ref() {
+            let (at, h) = m?;
+            let raw = &cbuf[at..at + h.total];
+            let body = &raw[HEADER_LEN..];
+            if self.skip_until_sync && h.tag != b'S' && h.tag != b'X' {
+                continue;
+            }
+            match h.tag {
+                b'Q' => {
+                    let sql = cstr(body).map(|(s, _)| s).unwrap_or_default();
+                    let affects = router::may_affect_session(sql);
+                    let tracked = affects || self.tracking();
+                    if affects || tracked {
+                        let sql = String::from_utf8_lossy(sql);
+                        if affects {
+                            self.pin_statements(&sql);
+                        }
+                        if tracked {
+                            self.effects.push_back(Effect::of_query(&sql));
+                        }
+                    }
+                    self.pending.push_back(Expect::Query { tracked });
+                    sout.extend_from_slice(raw);
+                }
+                b'P' => {
+                    self.unsynced = true;
+                    self.on_parse(raw, body, server, sout)?;
+                }
+                b'B' => {
+                    self.unsynced = true;
+                    let (portal, rest) = cstr(body).ok_or_else(|| malformed("Bind"))?;
+                    let (name, after) = cstr(rest).ok_or_else(|| malformed("Bind"))?;
+                    let tracking = self.tracking();
+                    match self.named(name).cloned() {
+                        Some(stmt) => {
+                            self.ensure_prepared(&stmt, server, sout);
+                            messages::bind_renamed(sout, portal, &stmt.server_name, after);
+                            let sql = cstr(&stmt.parse_rest).map(|(s, _)| s).unwrap_or_default();
+                            self.bound_effect = (tracking || router::may_affect_session(sql))
+                                .then(|| Effect::of(&String::from_utf8_lossy(sql)));
+                        }
+                        None => {
+                            self.bound_effect = if name.is_empty()
+                                && (tracking || router::may_affect_session(self.unnamed_sql.as_bytes()))
+                            {
+                                Some(Effect::of(&self.unnamed_sql))
+                            } else {
+                                None
+                            };
+                            sout.extend_from_slice(raw);
+                        }
+                    }
+                    self.pending.push_back(Expect::Bind);
+                }
+                b'D' => {
+                    self.unsynced = true;
+                    let kind = body.first().copied();
+                    let name = cstr(body.get(1..).unwrap_or_default()).map(|(n, _)| n).unwrap_or_default();
+                    match (kind, self.named(name).cloned()) {
+                        (Some(b'S'), Some(stmt)) => {
+                            self.ensure_prepared(&stmt, server, sout);
+                            messages::describe_statement(sout, &stmt.server_name);
+                        }
+                        _ => sout.extend_from_slice(raw),
+                    }
+                    self.pending.push_back(Expect::Describe);
+                }
+                b'C' => {
+                    self.unsynced = true;
+                    let kind = body.first().copied();
+                    let name = cstr(body.get(1..).unwrap_or_default()).map(|(n, _)| n).unwrap_or_default();
+                    if kind == Some(b'S') && self.named(name).is_some() {
+                        self.stmts.remove(name);
+                        self.pending.push_back(Expect::FakeClose);
+                    } else {
+                        sout.extend_from_slice(raw);
+                        self.pending.push_back(Expect::Close);
+                    }
+                }
+                b'E' => {
+                    self.unsynced = true;
+                    let effect = self.bound_effect.take().filter(|e| *e != Effect::None);
+                    let tracked = effect.is_some();
+                    if let Some(e) = effect {
+                        self.effects.push_back(VecDeque::from([e]));
+                    }
+                    sout.extend_from_slice(raw);
+                    self.pending.push_back(Expect::Execute { tracked });
+                }
+                b'S' => {
+                    self.skip_until_sync = false;
+                    sout.extend_from_slice(raw);
+                    if !self.copy_in {
+                        self.unsynced = false;
+                        self.pending.push_back(Expect::Sync);
+                    }
+                }
+                b'H' | b'd' => sout.extend_from_slice(raw),
+                b'c' | b'f' => {
+                    sout.extend_from_slice(raw);
+                    self.copy_in = false;
+                    if !self.pending.is_empty() {
+                        self.pending.push_back(Expect::CopyEnd);
+                    }
+                }
+                b'X' => {
+                    goodbye = true;
+                    break;
+                }
+                // FunctionCall, and anything we do not know: the server
+                // answers (ReadyForQuery, or an error and a closed connection),
+                // and the connection stays with us until it has.
+                _ => {
+                    sout.extend_from_slice(raw);
+                    self.pending.push_back(Expect::Query { tracked: false });
+                }
+            }
+            if self.front_is_fake() {
+                self.emit_fakes(cout, server);
+            }
+        }
+        let n = it.consumed();
+        cbuf.advance(n);
+        Ok(!goodbye)
+    }
+
+    /// A client statement name we rewrite, if it is one.
+    fn named(&self, name: &[u8]) -> Option<&Arc<prepared::Statement>> {
+        if name.is_empty() || !self.transaction_mode { None } else { self.stmts.get(name) }
+    }
+
+    fn on_parse(&mut self, raw: &[u8], body: &[u8], server: &mut ServerState, sout: &mut BytesMut) -> Result<(), Error> {
+        let (name, rest) = cstr(body).ok_or_else(|| malformed("Parse"))?;
+        let (sql, _) = cstr(rest).ok_or_else(|| malformed("Parse"))?;
+        if router::may_affect_session(sql) {
+            // Pins count at Parse; settings when executed (Bind/Execute).
+            self.pin_statements(&String::from_utf8_lossy(sql));
+        }
+        if name.is_empty() {
+            self.unnamed_sql.clear();
+            self.unnamed_sql.push_str(&String::from_utf8_lossy(sql));
+        }
+        if name.is_empty() || !self.transaction_mode {
+            sout.extend_from_slice(raw);
+            self.pending.push_back(Expect::Parse { register: None, named: false });
+            return Ok(());
+        }
+        if self.stmts.contains(name) {
+            let mut err = BytesMut::new();
+            messages::error_response(
+                &mut err,
+                Severity::Error,
+                SqlState::DUPLICATE_PSTATEMENT.code(),
+                &format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name)),
+                None,
+            );
+            self.fake_errors.push_back(err);
+            self.pending.push_back(Expect::FakeDuplicate);
+            self.skip_until_sync = true;
+            return Ok(());
+        }
+        let stmt = prepared::intern(rest);
+        self.stmts.insert(name, stmt.clone());
+        self.parse_names.push_back((Bytes::copy_from_slice(name), stmt.id));
+        if server.prepared.insert(stmt.id) {
+            messages::parse_renamed(sout, &stmt.server_name, rest);
+            self.pending.push_back(Expect::Parse { register: Some(stmt.id), named: true });
+        } else {
+            self.pending.push_back(Expect::FakeParse);
+        }
+        Ok(())
+    }
+}
+
+fn malformed(what: &str) -> Error {
+    Error::Protocol(format!("malformed {what} message"))
+}
