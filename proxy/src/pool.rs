@@ -87,7 +87,7 @@ enum Handoff {
 
 #[derive(Default)]
 struct State {
-    /// Idle connections, most recently used last.
+    /// Idle connections, in the order they came back (most recent last).
     idle: Vec<ServerConn>,
     /// Connections that exist or are being opened (idle + checked out + connecting).
     total: usize,
@@ -340,8 +340,14 @@ impl Pool {
 
 fn take_idle(st: &mut State, client_id: u64, cfg: &PoolConfig) -> Option<ServerConn> {
     loop {
-        let pos = st.idle.iter().rposition(|c| c.last_client == client_id).or(st.idle.len().checked_sub(1))?;
-        let conn = st.idle.swap_remove_keep_order(pos);
+        // The client's own last connection if it is idle (its settings,
+        // statements and sequence state are there); else the one idle the
+        // longest, whose last client is the least likely to want it back.
+        let pos = st.idle.iter().rposition(|c| c.last_client == client_id).unwrap_or(0);
+        if st.idle.is_empty() {
+            return None;
+        }
+        let conn = st.idle.remove(pos);
         if conn.created.elapsed() < cfg.max_lifetime && still_open(&conn) {
             return Some(conn);
         }
@@ -359,17 +365,6 @@ fn still_open(conn: &ServerConn) -> bool {
     }
     let mut probe = [0u8; 1];
     matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-}
-
-trait RemoveKeepOrder<T> {
-    fn swap_remove_keep_order(&mut self, i: usize) -> T;
-}
-
-impl<T> RemoveKeepOrder<T> for Vec<T> {
-    /// `remove`, fast for the common case of the last element.
-    fn swap_remove_keep_order(&mut self, i: usize) -> T {
-        if i + 1 == self.len() { self.pop().expect("index is in bounds") } else { self.remove(i) }
-    }
 }
 
 /// Send Terminate without waiting and drop the connection.
