@@ -44,9 +44,7 @@ impl PgBinaries {
         match pg_config_bindir() {
             Ok(dir) => match Self::at(&dir) {
                 Ok(found) => return Ok(found),
-                Err(reason) => {
-                    tried.push(format!("pg_config --bindir {}: {reason}", dir.display()))
-                }
+                Err(reason) => tried.push(format!("pg_config --bindir {}: {reason}", dir.display())),
             },
             Err(reason) => tried.push(format!("pg_config: {reason}")),
         }
@@ -60,26 +58,18 @@ impl PgBinaries {
                 Err(reason) => tried.push(format!("{}: {reason}", dir.display())),
             }
         }
-        Err(Error::BinariesNotFound {
-            tried: tried.join("; "),
-        })
+        Err(Error::BinariesNotFound { tried: tried.join("; ") })
     }
 
     /// Uses the binaries in `bindir`, checking that every required tool is
     /// there and that `postgres` runs.
     pub fn from_dir(bindir: impl Into<PathBuf>) -> Result<Self> {
         let bindir = bindir.into();
-        Self::at(&bindir).map_err(|reason| Error::BinariesNotFound {
-            tried: format!("{}: {reason}", bindir.display()),
-        })
+        Self::at(&bindir).map_err(|reason| Error::BinariesNotFound { tried: format!("{}: {reason}", bindir.display()) })
     }
 
     fn at(bindir: &Path) -> Result<Self, String> {
-        let missing: Vec<&str> = REQUIRED
-            .iter()
-            .copied()
-            .filter(|tool| !bindir.join(tool).is_file())
-            .collect();
+        let missing: Vec<&str> = REQUIRED.iter().copied().filter(|tool| !bindir.join(tool).is_file()).collect();
         if !missing.is_empty() {
             return Err(format!("missing {}", missing.join(", ")));
         }
@@ -91,12 +81,8 @@ impl PgBinaries {
             return Err(format!("postgres --version exited with {}", output.status));
         }
         let text = String::from_utf8_lossy(&output.stdout);
-        let version = parse_version(&text)
-            .ok_or_else(|| format!("unexpected postgres --version output {text:?}"))?;
-        Ok(Self {
-            bindir: bindir.to_path_buf(),
-            version,
-        })
+        let version = parse_version(&text).ok_or_else(|| format!("unexpected postgres --version output {text:?}"))?;
+        Ok(Self { bindir: bindir.to_path_buf(), version })
     }
 
     /// The directory holding the binaries.
@@ -122,10 +108,7 @@ impl PgBinaries {
 
 /// Asks `pg_config` on `PATH` for its binary directory.
 fn pg_config_bindir() -> Result<PathBuf, String> {
-    let output = Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .map_err(|e| e.to_string())?;
+    let output = Command::new("pg_config").arg("--bindir").output().map_err(|e| e.to_string())?;
     if !output.status.success() {
         return Err(format!("exited with {}", output.status));
     }
@@ -155,19 +138,12 @@ fn debian_bindirs() -> Vec<(u32, PathBuf)> {
 /// Extracts `15.18` from `postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)`.
 fn parse_version(text: &str) -> Option<String> {
     let rest = text.split_once(")")?.1.trim_start();
-    let version: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')
-        .collect();
+    let version: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
     major_of(&version).map(|_| version)
 }
 
 fn major_of(version: &str) -> Option<u32> {
-    version
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
+    version.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -176,14 +152,8 @@ mod tests {
 
     #[test]
     fn parses_versions() {
-        assert_eq!(
-            parse_version("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").as_deref(),
-            Some("15.18")
-        );
-        assert_eq!(
-            parse_version("postgres (PostgreSQL) 17beta1\n").as_deref(),
-            Some("17beta1")
-        );
+        assert_eq!(parse_version("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").as_deref(), Some("15.18"));
+        assert_eq!(parse_version("postgres (PostgreSQL) 17beta1\n").as_deref(), Some("17beta1"));
         assert_eq!(parse_version("nonsense"), None);
         assert_eq!(major_of("17beta1"), Some(17));
     }

@@ -176,9 +176,7 @@ impl ClusterSpec {
 
     fn validate(&self) -> Result<()> {
         let plain = |s: &str, extra: &[char]| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || extra.contains(&c))
+            !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || extra.contains(&c))
         };
         if !plain(&self.superuser, &[]) {
             return Err(Error::InvalidSpec(format!(
@@ -246,10 +244,7 @@ impl PgCluster {
         let (base_dir, temp_dir) = prepare_base_dir(spec.base_dir.as_deref(), &os_user)?;
         let mut cluster = PgCluster {
             servers: Vec::with_capacity(spec.replicas + 1),
-            superuser: Credentials {
-                user: spec.superuser.clone(),
-                password: spec.password.clone(),
-            },
+            superuser: Credentials { user: spec.superuser.clone(), password: spec.password.clone() },
             base_dir,
             temp_dir,
             data_dirs: Vec::with_capacity(spec.replicas + 1),
@@ -275,9 +270,8 @@ impl PgCluster {
         template::copy(&template, &primary.data_dir(), &os_user).await?;
         conf::write_hba(&primary.data_dir(), spec.host_auth)?;
         os_user.chown(&primary.data_dir().join("pg_hba.conf"))?;
-        let replicas: Vec<ServerSetup> = (1..=spec.replicas)
-            .map(|n| setup(format!("{}-replica-{n}", spec.name_prefix), Role::Replica))
-            .collect();
+        let replicas: Vec<ServerSetup> =
+            (1..=spec.replicas).map(|n| setup(format!("{}-replica-{n}", spec.name_prefix), Role::Replica)).collect();
         tracing::debug!(elapsed = ?started.elapsed(), "template copied");
         cluster.servers.push(primary.launch().await?);
         tracing::debug!(elapsed = ?started.elapsed(), "primary started");
@@ -286,11 +280,7 @@ impl PgCluster {
         // password_encryption so MD5 really means MD5.
         cluster
             .primary()
-            .execute(&format!(
-                "ALTER ROLE {} PASSWORD {}",
-                quote_ident(&spec.superuser),
-                quote_literal(&spec.password)
-            ))
+            .execute(&format!("ALTER ROLE {} PASSWORD {}", quote_ident(&spec.superuser), quote_literal(&spec.password)))
             .await?;
 
         for replica in replicas {
@@ -315,9 +305,7 @@ impl PgCluster {
     /// The server started as primary (still this one after a replica is
     /// promoted).
     pub fn primary(&self) -> &PgServer {
-        self.servers
-            .first()
-            .expect("a PgCluster is only handed out once its primary runs")
+        self.servers.first().expect("a PgCluster is only handed out once its primary runs")
     }
 
     /// The replicas, in creation order.
@@ -361,11 +349,7 @@ impl PgCluster {
     /// Creates a database owned by `owner` on the primary and waits until
     /// running replicas have it.
     pub async fn create_database(&self, name: &str, owner: &str) -> Result<()> {
-        let sql = format!(
-            "CREATE DATABASE {} OWNER {}",
-            quote_ident(name),
-            quote_ident(owner)
-        );
+        let sql = format!("CREATE DATABASE {} OWNER {}", quote_ident(name), quote_ident(owner));
         self.primary().execute(&sql).await?;
         self.wait_replicas_caught_up().await
     }
@@ -475,8 +459,7 @@ fn prepare_base_dir(chosen: Option<&Path>, os_user: &OsUser) -> Result<(PathBuf,
         }
         Some(dir) => {
             std::fs::create_dir_all(dir).io_context(|| format!("creating {}", dir.display()))?;
-            let dir =
-                std::fs::canonicalize(dir).io_context(|| format!("resolving {}", dir.display()))?;
+            let dir = std::fs::canonicalize(dir).io_context(|| format!("resolving {}", dir.display()))?;
             os_user.check_reachable(&dir)?;
             Ok((dir, None))
         }
@@ -493,21 +476,14 @@ async fn base_backup(primary: &PgServer, replica: &ServerSetup) -> Result<()> {
         primary.superuser().user,
         replica.name
     );
-    let mut pg_basebackup = replica
-        .os_user
-        .command(replica.binaries.tool("pg_basebackup"));
-    pg_basebackup
-        .arg("--pgdata")
-        .arg(replica.data_dir())
-        .arg("--dbname")
-        .arg(conninfo)
-        .args([
-            "--write-recovery-conf",
-            "--wal-method=stream",
-            "--checkpoint=fast",
-            "--no-sync",
-            "--no-password",
-        ]);
+    let mut pg_basebackup = replica.os_user.command(replica.binaries.tool("pg_basebackup"));
+    pg_basebackup.arg("--pgdata").arg(replica.data_dir()).arg("--dbname").arg(conninfo).args([
+        "--write-recovery-conf",
+        "--wal-method=stream",
+        "--checkpoint=fast",
+        "--no-sync",
+        "--no-password",
+    ]);
     command::run(pg_basebackup, BASEBACKUP_TIMEOUT).await?;
     Ok(())
 }
@@ -542,10 +518,7 @@ mod tests {
             ClusterSpec::default().with_name_prefix("a/b"),
             ClusterSpec::default().with_replicas(9),
         ] {
-            assert!(
-                matches!(bad.validate(), Err(Error::InvalidSpec(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(bad.validate(), Err(Error::InvalidSpec(_))), "{bad:?}");
         }
     }
 
@@ -553,10 +526,7 @@ mod tests {
     fn cluster_info_round_trips_through_json() {
         let info = ClusterInfo {
             base_dir: "/tmp/x".into(),
-            superuser: Credentials {
-                user: "postgres".into(),
-                password: DEFAULT_PASSWORD.into(),
-            },
+            superuser: Credentials { user: "postgres".into(), password: DEFAULT_PASSWORD.into() },
             servers: vec![ServerInfo {
                 name: "pg-primary".into(),
                 role: Role::Primary,

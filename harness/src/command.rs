@@ -21,30 +21,18 @@ pub(crate) async fn run(mut command: Command, timeout: Duration) -> Result<Strin
         .await
         .map_err(|_| Error::Io {
             action: format!("running {line}"),
-            source: std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no exit within {timeout:?}"),
-            ),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no exit within {timeout:?}")),
         })?
         .io_context(|| format!("running {line}"))?;
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !stderr.trim().is_empty() {
-        let _ = write!(
-            text,
-            "{}{}",
-            if text.is_empty() { "" } else { "\n" },
-            stderr
-        );
+        let _ = write!(text, "{}{}", if text.is_empty() { "" } else { "\n" }, stderr);
     }
     if output.status.success() {
         Ok(text)
     } else {
-        Err(Error::Command {
-            command: line,
-            status: output.status,
-            output: text.trim().to_owned(),
-        })
+        Err(Error::Command { command: line, status: output.status, output: text.trim().to_owned() })
     }
 }
 

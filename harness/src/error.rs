@@ -31,18 +31,14 @@ pub enum Error {
     /// No directory holds all of `initdb`, `pg_ctl`, `postgres` and
     /// `pg_basebackup`. Tests fail on this rather than skip, so a machine
     /// without PostgreSQL cannot pass CI by accident.
-    #[error(
-        "postgresql server binaries not found (need initdb, pg_ctl, postgres, pg_basebackup); tried: {tried}"
-    )]
+    #[error("postgresql server binaries not found (need initdb, pg_ctl, postgres, pg_basebackup); tried: {tried}")]
     BinariesNotFound {
         /// Each candidate directory and why it was rejected.
         tried: String,
     },
 
     /// The OS account that must own PostgreSQL processes does not exist.
-    #[error(
-        "os user `{name}` not found (needed because initdb and postgres refuse to run as root)"
-    )]
+    #[error("os user `{name}` not found (needed because initdb and postgres refuse to run as root)")]
     UserNotFound {
         /// The account looked up, normally `postgres`.
         name: String,
@@ -164,23 +160,13 @@ impl Error {
     /// Wraps a driver error, keeping the server's message in the display.
     pub(crate) fn postgres(server: &str, action: &str, source: tokio_postgres::Error) -> Self {
         let detail = match source.as_db_error() {
-            Some(db) => format!(
-                "{}: {} (SQLSTATE {})",
-                db.severity(),
-                db.message(),
-                db.code().code()
-            ),
+            Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
             None => match std::error::Error::source(&source) {
                 Some(cause) => format!("{source}: {cause}"),
                 None => source.to_string(),
             },
         };
-        Error::Postgres {
-            server: server.to_owned(),
-            action: action.to_owned(),
-            detail,
-            source,
-        }
+        Error::Postgres { server: server.to_owned(), action: action.to_owned(), detail, source }
     }
 }
 
@@ -192,9 +178,6 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn io_context(self, action: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            action: action(),
-            source,
-        })
+        self.map_err(|source| Error::Io { action: action(), source })
     }
 }

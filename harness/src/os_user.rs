@@ -51,27 +51,11 @@ impl OsUser {
         let euid = Uid::effective();
         if euid.is_root() {
             let name = "postgres";
-            let user = User::from_name(name)
-                .ok()
-                .flatten()
-                .ok_or_else(|| Error::UserNotFound { name: name.into() })?;
-            Ok(Self {
-                name: user.name,
-                uid: user.uid,
-                gid: user.gid,
-                switch: true,
-            })
+            let user = User::from_name(name).ok().flatten().ok_or_else(|| Error::UserNotFound { name: name.into() })?;
+            Ok(Self { name: user.name, uid: user.uid, gid: user.gid, switch: true })
         } else {
-            let name = User::from_uid(euid)
-                .ok()
-                .flatten()
-                .map_or_else(|| euid.to_string(), |u| u.name);
-            Ok(Self {
-                name,
-                uid: euid,
-                gid: Gid::effective(),
-                switch: false,
-            })
+            let name = User::from_uid(euid).ok().flatten().map_or_else(|| euid.to_string(), |u| u.name);
+            Ok(Self { name, uid: euid, gid: Gid::effective(), switch: false })
         }
     }
 
@@ -89,11 +73,7 @@ impl OsUser {
         for var in SCRUBBED_ENV {
             command.env_remove(var);
         }
-        command
-            .env("LC_ALL", "C")
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+        command.env("LC_ALL", "C").current_dir("/").stdin(Stdio::null()).kill_on_drop(true);
         if self.switch {
             command.uid(self.uid.as_raw()).gid(self.gid.as_raw());
             if let Some(home) = User::from_uid(self.uid).ok().flatten().map(|u| u.dir) {
@@ -137,8 +117,8 @@ impl OsUser {
             return Ok(());
         }
         for ancestor in dir.ancestors() {
-            let meta = std::fs::metadata(ancestor)
-                .io_context(|| format!("reading metadata of {}", ancestor.display()))?;
+            let meta =
+                std::fs::metadata(ancestor).io_context(|| format!("reading metadata of {}", ancestor.display()))?;
             let mode = meta.mode();
             let searchable = if meta.uid() == self.uid.as_raw() {
                 mode & 0o100 != 0

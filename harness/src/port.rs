@@ -24,10 +24,7 @@ pub fn free_port() -> Result<u16> {
     loop {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .io_context(|| "binding 127.0.0.1:0 to find a free port".into())?;
-        let port = listener
-            .local_addr()
-            .io_context(|| "reading the address of a probe listener".into())?
-            .port();
+        let port = listener.local_addr().io_context(|| "reading the address of a probe listener".into())?.port();
         if HANDED_OUT.lock().insert(port) {
             return Ok(port);
         }

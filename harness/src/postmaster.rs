@@ -64,9 +64,7 @@ impl Postmaster {
     /// group or as init.
     pub(crate) fn new(pid: u32) -> Option<Self> {
         let raw = i32::try_from(pid).ok().filter(|raw| *raw > 1)?;
-        Some(Self {
-            pid: Pid::from_raw(raw),
-        })
+        Some(Self { pid: Pid::from_raw(raw) })
     }
 
     /// Reads the pid from `<data_dir>/postmaster.pid`, if the file exists.
@@ -77,11 +75,7 @@ impl Postmaster {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).io_context(|| format!("reading {}", path.display())),
         };
-        Ok(text
-            .lines()
-            .next()
-            .and_then(|line| line.trim().parse::<u32>().ok())
-            .and_then(Self::new))
+        Ok(text.lines().next().and_then(|line| line.trim().parse::<u32>().ok()).and_then(Self::new))
     }
 
     /// The live postmaster serving `data_dir`: the pid in its
@@ -128,12 +122,7 @@ impl Postmaster {
         if wait_gone(&[self.pid], timeout).await {
             return Ok(());
         }
-        tracing::warn!(
-            pid = self.pid(),
-            ?mode,
-            ?timeout,
-            "postmaster ignored shutdown, killing it"
-        );
+        tracing::warn!(pid = self.pid(), ?mode, ?timeout, "postmaster ignored shutdown, killing it");
         self.kill().await
     }
 
@@ -210,11 +199,7 @@ impl Postmaster {
         let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
         if let Ok(entries) = std::fs::read_dir("/proc") {
             for entry in entries.filter_map(|e| e.ok()) {
-                let Some(pid) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|s| s.parse::<i32>().ok())
-                else {
+                let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                     continue;
                 };
                 if let Some(stat) = ProcStat::read(Pid::from_raw(pid)) {
@@ -243,24 +228,16 @@ impl Postmaster {
 /// Asks for a fast shutdown, escalating to SIGKILL after 30 s. A server that
 /// is already gone is not an error.
 pub async fn stop_server(data_dir: &Path, pid: u32) -> Result<()> {
-    let not_ours = || Error::NotOurServer {
-        pid,
-        data_dir: data_dir.to_path_buf(),
-    };
+    let not_ours = || Error::NotOurServer { pid, data_dir: data_dir.to_path_buf() };
     let postmaster = Postmaster::new(pid).ok_or_else(not_ours)?;
     if !postmaster.is_alive() {
         return Ok(());
     }
-    let by_pidfile = Postmaster::from_data_dir(data_dir)
-        .ok()
-        .flatten()
-        .is_some_and(|recorded| recorded == postmaster);
+    let by_pidfile = Postmaster::from_data_dir(data_dir).ok().flatten().is_some_and(|recorded| recorded == postmaster);
     if !by_pidfile && !cmdline_mentions(postmaster.pid, data_dir) {
         return Err(not_ours());
     }
-    postmaster
-        .shutdown(ShutdownMode::Fast, Duration::from_secs(30))
-        .await
+    postmaster.shutdown(ShutdownMode::Fast, Duration::from_secs(30)).await
 }
 
 /// Whether `/proc/<pid>/cmdline` names `data_dir` (pg_ctl starts the
@@ -271,23 +248,15 @@ fn cmdline_mentions(pid: Pid, data_dir: &Path) -> bool {
     };
     let wanted = data_dir.as_os_str().as_encoded_bytes();
     let canonical = std::fs::canonicalize(data_dir).ok();
-    raw.split(|b| *b == 0).any(|arg| {
-        arg == wanted
-            || canonical
-                .as_ref()
-                .is_some_and(|c| arg == c.as_os_str().as_encoded_bytes())
-    })
+    raw.split(|b| *b == 0)
+        .any(|arg| arg == wanted || canonical.as_ref().is_some_and(|c| arg == c.as_os_str().as_encoded_bytes()))
 }
 
 /// Sends `sig`; a process that is already gone is fine.
 fn send(pid: Pid, sig: Signal) -> Result<()> {
     match signal::kill(pid, sig) {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
-        Err(source) => Err(Error::Signal {
-            pid: pid.as_raw().unsigned_abs(),
-            signal: sig.as_str().to_owned(),
-            source,
-        }),
+        Err(source) => Err(Error::Signal { pid: pid.as_raw().unsigned_abs(), signal: sig.as_str().to_owned(), source }),
     }
 }
 
@@ -394,10 +363,7 @@ fn starting_in(data_dir: &Path) -> Vec<Pid> {
         .filter(|pid| {
             ProcStat::read(*pid).is_some_and(|stat| {
                 stat.state != 'Z'
-                    && matches!(
-                        stat.comm.as_str(),
-                        "postgres" | "postmaster" | "pg_ctl" | "sh" | "dash" | "bash"
-                    )
+                    && matches!(stat.comm.as_str(), "postgres" | "postmaster" | "pg_ctl" | "sh" | "dash" | "bash")
             })
         })
         .filter(|pid| {
@@ -442,20 +408,13 @@ pub(crate) fn release_stale_shmem(data_dir: &Path) {
     };
     // Columns: key shmid perms size cpid lpid nattch ...
     let unattached = table.lines().skip(1).any(|row| {
-        let fields: Vec<i64> = row
-            .split_whitespace()
-            .take(7)
-            .filter_map(|f| f.parse().ok())
-            .collect();
+        let fields: Vec<i64> = row.split_whitespace().take(7).filter_map(|f| f.parse().ok()).collect();
         fields.len() == 7 && fields[0] == key && fields[1] == id && fields[6] == 0
     });
     if !unattached {
         return;
     }
-    match std::process::Command::new("ipcrm")
-        .args(["-m", &id.to_string()])
-        .stdin(std::process::Stdio::null())
-        .output()
+    match std::process::Command::new("ipcrm").args(["-m", &id.to_string()]).stdin(std::process::Stdio::null()).output()
     {
         Ok(output) if output.status.success() => {
             tracing::debug!(data_dir = %data_dir.display(), shmid = id, "released a killed server's shared memory");
@@ -483,10 +442,7 @@ fn shutdown_all_blocking(postmasters: &[Postmaster], timeout: Duration) {
         return;
     }
     for postmaster in postmasters.iter().filter(|p| p.is_alive()) {
-        tracing::warn!(
-            pid = postmaster.pid(),
-            "postgres ignored SIGQUIT, killing it"
-        );
+        tracing::warn!(pid = postmaster.pid(), "postgres ignored SIGQUIT, killing it");
         postmaster.kill_blocking();
     }
 }
@@ -515,8 +471,7 @@ impl ProcStat {
 
 fn is_postgres_alive(pid: Pid) -> bool {
     ProcStat::read(pid).is_some_and(|stat| {
-        !matches!(stat.state, 'Z' | 'X' | 'x')
-            && matches!(stat.comm.as_str(), "postgres" | "postmaster")
+        !matches!(stat.state, 'Z' | 'X' | 'x') && matches!(stat.comm.as_str(), "postgres" | "postmaster")
     })
 }
 
@@ -546,9 +501,6 @@ mod tests {
         // A pid that does not exist (pid_max is at most 2^22).
         stop_server(dir.path(), 4_194_305).await.unwrap();
         // pid 0 would signal our own process group.
-        assert!(matches!(
-            stop_server(dir.path(), 0).await,
-            Err(Error::NotOurServer { .. })
-        ));
+        assert!(matches!(stop_server(dir.path(), 0).await, Err(Error::NotOurServer { .. })));
     }
 }

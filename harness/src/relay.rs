@@ -100,9 +100,7 @@ impl FaultRelay {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .io_context(|| "binding the fault relay on 127.0.0.1:0".into())?;
-        let local_addr = listener
-            .local_addr()
-            .io_context(|| "reading the fault relay's address".into())?;
+        let local_addr = listener.local_addr().io_context(|| "reading the fault relay's address".into())?;
         let cancel = CancellationToken::new();
         let shared = Arc::new(Shared {
             faults: watch::Sender::new(Faults::default()),
@@ -112,21 +110,9 @@ impl FaultRelay {
             accepted: AtomicU64::new(0),
         });
         let tasks = TaskTracker::new();
-        tasks.spawn(accept_connections(
-            listener,
-            local_addr,
-            target,
-            shared.clone(),
-            tasks.clone(),
-        ));
+        tasks.spawn(accept_connections(listener, local_addr, target, shared.clone(), tasks.clone()));
         tracing::debug!(%local_addr, %target, "fault relay started");
-        Ok(FaultRelay {
-            local_addr,
-            target,
-            control: FaultControl { shared },
-            cancel,
-            tasks,
-        })
+        Ok(FaultRelay { local_addr, target, control: FaultControl { shared }, cancel, tasks })
     }
 
     /// Where clients should connect.
@@ -315,12 +301,7 @@ impl Drop for ActiveGuard<'_> {
 
 /// Relays one client connection until both sides close, either side
 /// fails, or `reset` fires (reset_all or relay shutdown).
-async fn relay_connection(
-    mut client: TcpStream,
-    target: SocketAddr,
-    shared: Arc<Shared>,
-    reset: CancellationToken,
-) {
+async fn relay_connection(mut client: TcpStream, target: SocketAddr, shared: Arc<Shared>, reset: CancellationToken) {
     let _active = ActiveGuard::new(&shared.active);
     let mut faults = shared.faults.subscribe();
     let connect = async {
@@ -376,11 +357,7 @@ struct Chunk {
 /// Moves bytes from `from` to `to` through a delay line, honouring the
 /// blackhole. Ends after forwarding end-of-stream as a half close; fails on
 /// the first I/O error (the caller then resets both sides).
-async fn pump(
-    mut from: ReadHalf<'_>,
-    mut to: WriteHalf<'_>,
-    faults: watch::Receiver<Faults>,
-) -> io::Result<()> {
+async fn pump(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>, faults: watch::Receiver<Faults>) -> io::Result<()> {
     let (queue, mut due) = mpsc::channel::<Chunk>(QUEUED_CHUNKS);
     let mut read_faults = faults.clone();
     let mut write_faults = faults;
@@ -390,10 +367,7 @@ async fn pump(
             let _ = read_faults.wait_for(|f| !f.blackhole).await;
             let n = from.read(&mut buf).await?;
             let delay = read_faults.borrow().delay;
-            let chunk = Chunk {
-                due: Instant::now() + delay,
-                data: buf[..n].to_vec(),
-            };
+            let chunk = Chunk { due: Instant::now() + delay, data: buf[..n].to_vec() };
             if queue.send(chunk).await.is_err() || n == 0 {
                 return Ok::<(), io::Error>(());
             }

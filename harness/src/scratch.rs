@@ -25,11 +25,6 @@ pub(crate) fn root() -> PathBuf {
         return PathBuf::from(dir);
     }
     let shm = Path::new(SHM);
-    let writable =
-        shm.is_dir() && nix::unistd::access(shm, AccessFlags::W_OK | AccessFlags::X_OK).is_ok();
-    if writable {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    }
+    let writable = shm.is_dir() && nix::unistd::access(shm, AccessFlags::W_OK | AccessFlags::X_OK).is_ok();
+    if writable { shm.to_path_buf() } else { std::env::temp_dir() }
 }

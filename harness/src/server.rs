@@ -154,8 +154,7 @@ impl ServerSetup {
                 extra: &self.extra_conf,
             }
             .write(&server.data_dir)?;
-            self.os_user
-                .chown(&server.data_dir.join(crate::conf::INCLUDED_FILE))?;
+            self.os_user.chown(&server.data_dir.join(crate::conf::INCLUDED_FILE))?;
             match server.start_process().await {
                 Ok(()) => return Ok(server),
                 Err(StartError::AddressInUse(e)) => {
@@ -282,10 +281,7 @@ impl PgServer {
 
     /// The postmaster's pid while it is running.
     pub fn pid(&self) -> Option<u32> {
-        self.postmaster
-            .lock()
-            .filter(|postmaster| postmaster.is_alive())
-            .map(|postmaster| postmaster.pid())
+        self.postmaster.lock().filter(|postmaster| postmaster.is_alive()).map(|postmaster| postmaster.pid())
     }
 
     /// Whether the postmaster is alive (it may be paused).
@@ -362,13 +358,8 @@ impl PgServer {
     /// by a task owned by this server; it ends when the client is dropped,
     /// the connection fails, or the server object is dropped.
     pub async fn connect(&self) -> Result<tokio_postgres::Client> {
-        let (client, connection) = self
-            .bounded(
-                "connecting",
-                QUERY_TIMEOUT,
-                self.socket_config().connect(NoTls),
-            )
-            .await?;
+        let (client, connection) =
+            self.bounded("connecting", QUERY_TIMEOUT, self.socket_config().connect(NoTls)).await?;
         let cancel = self.cancel.clone();
         let name = self.name.clone();
         self.connections.spawn(async move {
@@ -388,10 +379,7 @@ impl PgServer {
 
     /// Runs one or more SQL statements as the superuser over the socket.
     pub async fn execute(&self, sql: &str) -> Result<()> {
-        self.on_socket("executing SQL", QUERY_TIMEOUT, async |client| {
-            client.batch_execute(sql).await
-        })
-        .await
+        self.on_socket("executing SQL", QUERY_TIMEOUT, async |client| client.batch_execute(sql).await).await
     }
 
     /// Runs SQL as the superuser over the socket and returns every row of
@@ -403,29 +391,18 @@ impl PgServer {
     /// The first column of the first row of [`query`](Self::query), or
     /// `None` if there is no row or the value is NULL.
     pub async fn query_value(&self, sql: &str) -> Result<Option<String>> {
-        Ok(self
-            .query(sql)
-            .await?
-            .into_iter()
-            .next()
-            .and_then(|row| row.into_iter().next().flatten()))
+        Ok(self.query(sql).await?.into_iter().next().and_then(|row| row.into_iter().next().flatten()))
     }
 
     async fn query_within(&self, sql: &str, timeout: Duration) -> Result<Vec<Vec<Option<String>>>> {
-        let messages = self
-            .on_socket("querying", timeout, async |client| {
-                client.simple_query(sql).await
-            })
-            .await?;
+        let messages = self.on_socket("querying", timeout, async |client| client.simple_query(sql).await).await?;
         let mut rows = Vec::new();
         for message in messages {
             match message {
                 SimpleQueryMessage::RowDescription(_) => rows.clear(),
-                SimpleQueryMessage::Row(row) => rows.push(
-                    (0..row.len())
-                        .map(|i| row.get(i).map(str::to_owned))
-                        .collect(),
-                ),
+                SimpleQueryMessage::Row(row) => {
+                    rows.push((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
+                }
                 _ => {}
             }
         }
@@ -435,9 +412,7 @@ impl PgServer {
     /// Polls `SELECT 1` over the socket until it succeeds.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
         self.wait_until("accepting queries", timeout, async || {
-            self.query_within("SELECT 1", Duration::from_secs(2))
-                .await
-                .map(|_| true)
+            self.query_within("SELECT 1", Duration::from_secs(2)).await.map(|_| true)
         })
         .await
     }
@@ -463,19 +438,10 @@ impl PgServer {
     /// Waits until this replica has replayed WAL up to `lsn` (text form, as
     /// returned by `pg_current_wal_lsn()`).
     pub async fn wait_replayed(&self, lsn: &str, timeout: Duration) -> Result<()> {
-        let sql = format!(
-            "SELECT pg_last_wal_replay_lsn() >= '{}'::pg_lsn",
-            lsn.replace('\'', "''")
-        );
+        let sql = format!("SELECT pg_last_wal_replay_lsn() >= '{}'::pg_lsn", lsn.replace('\'', "''"));
         self.wait_until(&format!("replay up to {lsn}"), timeout, async || {
             let value = self.query_within(&sql, Duration::from_secs(2)).await?;
-            Ok(value
-                .first()
-                .and_then(|row| row.first())
-                .cloned()
-                .flatten()
-                .as_deref()
-                == Some("t"))
+            Ok(value.first().and_then(|row| row.first()).cloned().flatten().as_deref() == Some("t"))
         })
         .await
     }
@@ -519,9 +485,7 @@ impl PgServer {
         let Some(postmaster) = self.postmaster() else {
             return Ok(());
         };
-        postmaster
-            .shutdown(ShutdownMode::Fast, STOP_TIMEOUT)
-            .await?;
+        postmaster.shutdown(ShutdownMode::Fast, STOP_TIMEOUT).await?;
         *self.postmaster.lock() = None;
         tracing::info!(server = %self.name, "stopped");
         Ok(())
@@ -544,17 +508,13 @@ impl PgServer {
     /// SIGSTOPs every process of the server: connections stay open, nothing
     /// answers, like a hung machine. Undo with [`resume`](Self::resume).
     pub fn pause(&self) -> Result<()> {
-        let postmaster = self
-            .postmaster()
-            .ok_or_else(|| Error::NotRunning(self.name.clone()))?;
+        let postmaster = self.postmaster().ok_or_else(|| Error::NotRunning(self.name.clone()))?;
         postmaster.pause()
     }
 
     /// SIGCONTs every process of the server.
     pub fn resume(&self) -> Result<()> {
-        let postmaster = self
-            .postmaster()
-            .ok_or_else(|| Error::NotRunning(self.name.clone()))?;
+        let postmaster = self.postmaster().ok_or_else(|| Error::NotRunning(self.name.clone()))?;
         postmaster.resume()
     }
 
@@ -640,11 +600,7 @@ impl PgServer {
         match tokio::time::timeout(timeout, future).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(source)) => Err(Error::postgres(&self.name, action, source)),
-            Err(_) => Err(Error::Timeout {
-                server: self.name.clone(),
-                what: action.to_owned(),
-                timeout,
-            }),
+            Err(_) => Err(Error::Timeout { server: self.name.clone(), what: action.to_owned(), timeout }),
         }
     }
 
@@ -685,9 +641,7 @@ fn tail(path: &Path, offset: u64, lines: usize) -> String {
     let Ok(bytes) = std::fs::read(path) else {
         return String::new();
     };
-    let start = usize::try_from(offset)
-        .unwrap_or(usize::MAX)
-        .min(bytes.len());
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
     let text = String::from_utf8_lossy(&bytes[start..]);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")

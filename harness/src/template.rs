@@ -54,16 +54,10 @@ static BUILD_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Returns the data directory of a template for `superuser`, building it on
 /// first use.
-pub(crate) async fn data_dir_for(
-    binaries: &PgBinaries,
-    user: &OsUser,
-    superuser: &str,
-) -> Result<PathBuf> {
+pub(crate) async fn data_dir_for(binaries: &PgBinaries, user: &OsUser, superuser: &str) -> Result<PathBuf> {
     let key = cache_key(binaries, user, superuser);
     let cell = TEMPLATES.lock().entry(key.clone()).or_default().clone();
-    cell.get_or_try_init(|| locate_or_build(binaries, user, superuser, key))
-        .await
-        .cloned()
+    cell.get_or_try_init(|| locate_or_build(binaries, user, superuser, key)).await.cloned()
 }
 
 /// Copies the template at `template` to `dest`, which must not exist yet
@@ -75,12 +69,7 @@ pub(crate) async fn copy(template: &Path, dest: &Path, user: &OsUser) -> Result<
     Ok(())
 }
 
-async fn locate_or_build(
-    binaries: &PgBinaries,
-    user: &OsUser,
-    superuser: &str,
-    key: String,
-) -> Result<PathBuf> {
+async fn locate_or_build(binaries: &PgBinaries, user: &OsUser, superuser: &str, key: String) -> Result<PathBuf> {
     let root = cache_root(user)?;
     let done = root.join(&key);
     let data = done.join("data");
@@ -95,11 +84,8 @@ async fn locate_or_build(
     }
 
     remove_abandoned_builds(&root);
-    let build = root.join(format!(
-        "{BUILD_PREFIX}{}-{}",
-        std::process::id(),
-        BUILD_SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
+    let build =
+        root.join(format!("{BUILD_PREFIX}{}-{}", std::process::id(), BUILD_SEQ.fetch_add(1, Ordering::Relaxed)));
     // Removes the build directory on every way out, including this future
     // being dropped half way; after a successful rename there is nothing
     // left to remove.
@@ -161,33 +147,23 @@ fn remove_abandoned_builds(root: &Path) {
     }
 }
 
-async fn build_into(
-    binaries: &PgBinaries,
-    user: &OsUser,
-    superuser: &str,
-    build: &Path,
-) -> Result<()> {
+async fn build_into(binaries: &PgBinaries, user: &OsUser, superuser: &str, build: &Path) -> Result<()> {
     user.create_private_dir(build)?;
     let data = build.join("data");
     let mut initdb = user.command(binaries.tool("initdb"));
-    initdb
-        .arg("--pgdata")
-        .arg(&data)
-        .args(["--username", superuser])
-        .args([
-            "--auth",
-            "trust",
-            "--encoding",
-            "UTF8",
-            "--locale",
-            "C",
-            "--no-sync",
-        ]);
+    initdb.arg("--pgdata").arg(&data).args(["--username", superuser]).args([
+        "--auth",
+        "trust",
+        "--encoding",
+        "UTF8",
+        "--locale",
+        "C",
+        "--no-sync",
+    ]);
     command::run(initdb, INITDB_TIMEOUT).await?;
 
     let conf_path = data.join("postgresql.conf");
-    let mut text = std::fs::read_to_string(&conf_path)
-        .io_context(|| format!("reading {}", conf_path.display()))?;
+    let mut text = std::fs::read_to_string(&conf_path).io_context(|| format!("reading {}", conf_path.display()))?;
     text.push_str(conf::INCLUDE_LINE);
     std::fs::write(&conf_path, text).io_context(|| format!("writing {}", conf_path.display()))?;
     user.chown(&conf_path)
@@ -201,8 +177,7 @@ fn cache_root(user: &OsUser) -> Result<PathBuf> {
     let root = base.join("templates");
     std::fs::create_dir_all(&root).io_context(|| format!("creating {}", root.display()))?;
     for dir in [&base, &root] {
-        let meta = std::fs::metadata(dir)
-            .io_context(|| format!("reading metadata of {}", dir.display()))?;
+        let meta = std::fs::metadata(dir).io_context(|| format!("reading metadata of {}", dir.display()))?;
         if meta.uid() != euid.as_raw() {
             return Err(Error::NotAccessible {
                 path: dir.clone(),
@@ -221,23 +196,9 @@ fn cache_root(user: &OsUser) -> Result<PathBuf> {
 /// owning account and the superuser.
 fn cache_key(binaries: &PgBinaries, user: &OsUser, superuser: &str) -> String {
     let bindir = binaries.bindir().as_os_str().as_encoded_bytes();
-    let safe_name: String = superuser
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!(
-        "pg{}-u{}-{:016x}-{}",
-        binaries.version(),
-        user.uid(),
-        fnv1a(&[bindir, superuser.as_bytes()]),
-        safe_name
-    )
+    let safe_name: String =
+        superuser.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect();
+    format!("pg{}-u{}-{:016x}-{}", binaries.version(), user.uid(), fnv1a(&[bindir, superuser.as_bytes()]), safe_name)
 }
 
 /// FNV-1a: stable across Rust versions, unlike `DefaultHasher`, which

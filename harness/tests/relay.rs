@@ -89,18 +89,13 @@ async fn delay_adds_latency_without_throttling() {
     let delay = Duration::from_millis(100);
     // Changed from another thread through a cloned handle.
     let control = relay.control();
-    std::thread::spawn(move || control.set_delay(delay))
-        .join()
-        .unwrap();
+    std::thread::spawn(move || control.set_delay(delay)).join().unwrap();
     assert_eq!(relay.control().faults().delay, delay);
 
     let started = Instant::now();
     round_trip(&mut stream, b"ping").await;
     let rtt = started.elapsed();
-    assert!(
-        rtt >= 2 * delay,
-        "round trip {rtt:?} is shorter than two delays"
-    );
+    assert!(rtt >= 2 * delay, "round trip {rtt:?} is shorter than two delays");
 
     // Twenty pipelined messages share the latency instead of queueing
     // behind each other's delay: a delay line, not a sleep per write.
@@ -113,15 +108,8 @@ async fn delay_adds_latency_without_throttling() {
     stream.read_exact(&mut back).await.unwrap();
     let elapsed = started.elapsed();
     assert!(elapsed >= 2 * delay, "{elapsed:?}");
-    assert!(
-        elapsed < Duration::from_millis(900),
-        "delay throttled throughput: {elapsed:?}"
-    );
-    assert!(
-        back.chunks(100)
-            .enumerate()
-            .all(|(i, c)| c.iter().all(|b| usize::from(*b) == i))
-    );
+    assert!(elapsed < Duration::from_millis(900), "delay throttled throughput: {elapsed:?}");
+    assert!(back.chunks(100).enumerate().all(|(i, c)| c.iter().all(|b| usize::from(*b) == i)));
 
     relay.heal();
     assert_eq!(relay.control().faults(), Faults::default());
@@ -141,38 +129,20 @@ async fn blackhole_stalls_traffic_and_new_connections_until_healed() {
     relay.blackhole(true);
     old.write_all(b"lost?").await.unwrap();
     let mut buf = [0; 5];
-    assert!(
-        timeout(Duration::from_millis(300), old.read_exact(&mut buf))
-            .await
-            .is_err(),
-        "bytes crossed a blackhole"
-    );
+    assert!(timeout(Duration::from_millis(300), old.read_exact(&mut buf)).await.is_err(), "bytes crossed a blackhole");
 
     // A new connection is accepted by the kernel but goes nowhere.
     let mut new = TcpStream::connect(relay.local_addr()).await.unwrap();
     new.write_all(b"hello").await.unwrap();
     let mut hello = [0; 5];
-    assert!(
-        timeout(Duration::from_millis(300), new.read_exact(&mut hello))
-            .await
-            .is_err()
-    );
-    assert!(
-        upstreams.try_recv().is_err(),
-        "the relay connected upstream during a blackhole"
-    );
+    assert!(timeout(Duration::from_millis(300), new.read_exact(&mut hello)).await.is_err());
+    assert!(upstreams.try_recv().is_err(), "the relay connected upstream during a blackhole");
 
     // Healing delivers what was held back, intact and in order.
     relay.heal();
-    timeout(Duration::from_secs(5), old.read_exact(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    timeout(Duration::from_secs(5), old.read_exact(&mut buf)).await.unwrap().unwrap();
     assert_eq!(&buf, b"lost?");
-    timeout(Duration::from_secs(5), new.read_exact(&mut hello))
-        .await
-        .unwrap()
-        .unwrap();
+    timeout(Duration::from_secs(5), new.read_exact(&mut hello)).await.unwrap().unwrap();
     assert_eq!(&hello, b"hello");
     assert_eq!(round_trip(&mut old, b"after").await, b"after");
 }
@@ -190,17 +160,10 @@ async fn reset_all_aborts_both_sides_of_every_connection() {
 
     relay.reset_all();
     let mut rest = Vec::new();
-    let client_side = timeout(Duration::from_secs(5), client.read_to_end(&mut rest))
-        .await
-        .unwrap();
+    let client_side = timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await.unwrap();
     assert_eq!(client_side.unwrap_err().kind(), ErrorKind::ConnectionReset);
-    let upstream_side = timeout(Duration::from_secs(5), upstream.read_to_end(&mut rest))
-        .await
-        .unwrap();
-    assert_eq!(
-        upstream_side.unwrap_err().kind(),
-        ErrorKind::ConnectionReset
-    );
+    let upstream_side = timeout(Duration::from_secs(5), upstream.read_to_end(&mut rest)).await.unwrap();
+    assert_eq!(upstream_side.unwrap_err().kind(), ErrorKind::ConnectionReset);
 
     // New connections are unaffected.
     let mut again = TcpStream::connect(relay.local_addr()).await.unwrap();
@@ -260,15 +223,10 @@ async fn shutdown_resets_connections_and_stops_listening() {
     round_trip(&mut stream, b"x").await;
     let control = relay.control();
 
-    timeout(Duration::from_secs(5), relay.shutdown())
-        .await
-        .unwrap();
+    timeout(Duration::from_secs(5), relay.shutdown()).await.unwrap();
     let mut rest = Vec::new();
     assert!(stream.read_to_end(&mut rest).await.is_err());
-    assert_eq!(
-        TcpStream::connect(addr).await.unwrap_err().kind(),
-        ErrorKind::ConnectionRefused
-    );
+    assert_eq!(TcpStream::connect(addr).await.unwrap_err().kind(), ErrorKind::ConnectionRefused);
     // A handle that outlives its relay is harmless.
     control.set_delay(Duration::from_secs(1));
     control.reset_all();
@@ -284,8 +242,6 @@ async fn an_unreachable_target_resets_the_client() {
     let relay = FaultRelay::start(dead).await.unwrap();
     let mut stream = TcpStream::connect(relay.local_addr()).await.unwrap();
     let mut rest = Vec::new();
-    let result = timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
-        .await
-        .unwrap();
+    let result = timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await.unwrap();
     assert_eq!(result.unwrap_err().kind(), ErrorKind::ConnectionReset);
 }

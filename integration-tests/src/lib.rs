@@ -71,10 +71,7 @@ impl TestBed {
         let dir = tempfile::tempdir()?;
         let secret = match spec.client_auth {
             "trust" => String::new(),
-            method => format!(
-                "secret = \"{}\"\n",
-                proxy::auth::make_secret(method.parse()?, APP_USER, APP_PASSWORD)
-            ),
+            method => format!("secret = \"{}\"\n", proxy::auth::make_secret(method.parse()?, APP_USER, APP_PASSWORD)),
         };
         let users = format!(
             "[[user]]\nname = \"{APP_USER}\"\nauth = \"{}\"\n{secret}backend_password = \"{APP_PASSWORD}\"\nadmin = true\n\n{}",

@@ -20,30 +20,18 @@ struct StopOnDrop {
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(&self.bin)
-            .args(["demo", "stop", "--dir"])
-            .arg(&self.dir)
-            .output();
+        let _ = std::process::Command::new(&self.bin).args(["demo", "stop", "--dir"]).arg(&self.dir).output();
     }
 }
 
-async fn meridian(
-    bin: &Path,
-    args: &[&str],
-    dir: &Path,
-    timeout: Duration,
-) -> anyhow::Result<std::process::Output> {
+async fn meridian(bin: &Path, args: &[&str], dir: &Path, timeout: Duration) -> anyhow::Result<std::process::Output> {
     let mut cmd = tokio::process::Command::new(bin);
     cmd.args(args).arg("--dir").arg(dir);
     run_tool(cmd, timeout).await
 }
 
 fn text(out: &std::process::Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// Gone or a zombie nobody reaped yet (the detached demo process is
@@ -52,9 +40,7 @@ fn gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => {
-            let state = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 1..].trim_start().chars().next());
+            let state = stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next());
             matches!(state, Some('Z' | 'X' | 'x'))
         }
     }
@@ -66,18 +52,11 @@ async fn detached_demo_serves_clients_and_stop_ends_every_process() -> anyhow::R
     let bin = meridian_bin()?;
     let tmp = tempfile::Builder::new().prefix("mdemo-").tempdir()?;
     let dir = tmp.path().to_path_buf();
-    let _guard = StopOnDrop {
-        bin: bin.clone(),
-        dir: dir.clone(),
-    };
+    let _guard = StopOnDrop { bin: bin.clone(), dir: dir.clone() };
 
     let started = tokio::time::Instant::now();
     let out = meridian(&bin, &["demo", "--detach"], &dir, STARTUP_TIMEOUT).await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "demo --detach failed:\n{}",
-        text(&out)
-    );
+    anyhow::ensure!(out.status.success(), "demo --detach failed:\n{}", text(&out));
     eprintln!("demo --detach returned after {:?}", started.elapsed());
     let stdout = String::from_utf8_lossy(&out.stdout);
 
@@ -113,77 +92,34 @@ async fn detached_demo_serves_clients_and_stop_ends_every_process() -> anyhow::R
     let node = &state.meridian_nodes[0];
     assert_eq!(node.id, "meridian-1");
     assert_eq!(node.region, "local");
-    assert!(
-        node.client_url.starts_with("postgresql://app:"),
-        "{}",
-        node.client_url
-    );
-    assert!(
-        node.client_url.ends_with(&format!("/{}", state.database)),
-        "{}",
-        node.client_url
-    );
-    assert!(
-        stdout.contains(&format!("psql \"{}\"", node.client_url)),
-        "{stdout}"
-    );
-    let roles: Vec<(&str, &str, &str)> = state
-        .postgres_servers
-        .iter()
-        .map(|s| (s.role.as_str(), s.shard.as_str(), s.region.as_str()))
-        .collect();
-    assert_eq!(
-        roles,
-        [("primary", "s1", "local"), ("replica", "s1", "local")],
-        "{raw}"
-    );
+    assert!(node.client_url.starts_with("postgresql://app:"), "{}", node.client_url);
+    assert!(node.client_url.ends_with(&format!("/{}", state.database)), "{}", node.client_url);
+    assert!(stdout.contains(&format!("psql \"{}\"", node.client_url)), "{stdout}");
+    let roles: Vec<(&str, &str, &str)> =
+        state.postgres_servers.iter().map(|s| (s.role.as_str(), s.shard.as_str(), s.region.as_str())).collect();
+    assert_eq!(roles, [("primary", "s1", "local"), ("replica", "s1", "local")], "{raw}");
     let mut pids = vec![node.pid];
     for server in &state.postgres_servers {
         assert!(server.data_dir.starts_with(&state.dir), "{raw}");
         pids.push(server.pid.context("a running server has a pid")?);
     }
-    assert!(
-        pids.iter().all(|pid| !gone(*pid)),
-        "{pids:?} should be running"
-    );
+    assert!(pids.iter().all(|pid| !gone(*pid)), "{pids:?} should be running");
 
     // A second demo in the same directory is refused.
     let second = meridian(&bin, &["demo", "--detach"], &dir, STARTUP_TIMEOUT).await?;
-    assert!(
-        !second.status.success(),
-        "a second demo started:\n{}",
-        text(&second)
-    );
-    assert!(
-        String::from_utf8_lossy(&second.stderr).contains("already running"),
-        "{}",
-        text(&second)
-    );
+    assert!(!second.status.success(), "a second demo started:\n{}", text(&second));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"), "{}", text(&second));
 
     // Queries and a write through Meridian.
     let config: tokio_postgres::Config = node.client_url.parse()?;
     let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
     let driver = tokio::spawn(connection);
-    let pets: i64 = client
-        .query_one("SELECT count(*) FROM pets", &[])
-        .await?
-        .get(0);
+    let pets: i64 = client.query_one("SELECT count(*) FROM pets", &[]).await?.get(0);
     assert!(pets >= 200, "only {pets} pets");
-    let owners: i64 = client
-        .query_one("SELECT count(DISTINCT owner_id) FROM watch_sessions", &[])
-        .await?
-        .get(0);
+    let owners: i64 = client.query_one("SELECT count(DISTINCT owner_id) FROM watch_sessions", &[]).await?.get(0);
     assert!(owners > 0);
-    client
-        .execute(
-            "INSERT INTO pets (owner_id, name, species) VALUES (1, 'Test', 'dog')",
-            &[],
-        )
-        .await?;
-    let after: i64 = client
-        .query_one("SELECT count(*) FROM pets", &[])
-        .await?
-        .get(0);
+    client.execute("INSERT INTO pets (owner_id, name, species) VALUES (1, 'Test', 'dog')", &[]).await?;
+    let after: i64 = client.query_one("SELECT count(*) FROM pets", &[]).await?.get(0);
     assert_eq!(after, pets + 1);
     drop(client);
     let _ = driver.await;
@@ -201,22 +137,10 @@ async fn detached_demo_serves_clients_and_stop_ends_every_process() -> anyhow::R
 
     // Stopping again is fine; a directory without a demo is an error.
     let again = meridian(&bin, &["demo", "stop"], &dir, STOP_TIMEOUT).await?;
-    assert!(
-        again.status.success(),
-        "second stop failed:\n{}",
-        text(&again)
-    );
+    assert!(again.status.success(), "second stop failed:\n{}", text(&again));
     let empty = tempfile::tempdir()?;
     let nothing = meridian(&bin, &["demo", "stop"], empty.path(), STOP_TIMEOUT).await?;
-    assert!(
-        !nothing.status.success(),
-        "stop without demo.json succeeded:\n{}",
-        text(&nothing)
-    );
-    assert!(
-        String::from_utf8_lossy(&nothing.stderr).contains("demo.json"),
-        "{}",
-        text(&nothing)
-    );
+    assert!(!nothing.status.success(), "stop without demo.json succeeded:\n{}", text(&nothing));
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("demo.json"), "{}", text(&nothing));
     Ok(())
 }

@@ -385,9 +385,10 @@ async fn replayed_settings_keep_session_authorization_last() -> anyhow::Result<(
     let b = bed.connect().await?;
     b.batch_execute("BEGIN").await?;
     assert_eq!(b.query_one("SELECT current_user::text", &[]).await?.get::<_, String>(0), integration_tests::APP_USER);
-    let a_next = tokio::spawn(async move {
-        a.query_one("SELECT current_user::text, current_setting('track_io_timing')", &[]).await
-    });
+    let a_next =
+        tokio::spawn(
+            async move { a.query_one("SELECT current_user::text, current_setting('track_io_timing')", &[]).await },
+        );
     tokio::time::sleep(Duration::from_millis(500)).await;
     b.batch_execute("COMMIT").await?;
     let row = integration_tests::patiently("A's next statement", a_next)

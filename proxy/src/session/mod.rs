@@ -218,11 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Check out a server connection and make it look like this client's.
     async fn attach(&mut self) -> Result<(), Error> {
         let conn = checkout_synced(&self.st.pool, self.st.id, &self.st.params, connect_timeout(&self.st)).await?;
-        self.st.cancel.set_target(Some(CancelTarget {
-            addr: conn.peer,
-            pid: conn.backend_pid,
-            key: conn.backend_key,
-        }));
+        self.st.cancel.set_target(Some(CancelTarget { addr: conn.peer, pid: conn.backend_pid, key: conn.backend_key }));
         self.st.tx_status = b'I';
         self.server = Some(conn);
         Ok(())

@@ -425,7 +425,13 @@ mod tests {
     fn identity_is_reset_first_and_set_last() {
         let mut c = ClientParams::default();
         let mut server = ServerState::default();
-        run(&mut c, &mut server, "SET track_io_timing = on; SET SESSION AUTHORIZATION nonsuper; SET ROLE r; SET work_mem = 1", None, b'I');
+        run(
+            &mut c,
+            &mut server,
+            "SET track_io_timing = on; SET SESSION AUTHORIZATION nonsuper; SET ROLE r; SET work_mem = 1",
+            None,
+            b'I',
+        );
         let applied = server.applied.clone();
         // Replayed on a fresh connection: identity last, session before role.
         let sql = c.sync_sql(&BTreeMap::new()).unwrap();

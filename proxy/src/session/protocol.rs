@@ -37,10 +37,15 @@ use crate::wire::messages::{self, Severity};
 pub(crate) enum Expect {
     /// A client Parse; `register` is the statement id the connection gets,
     /// `named` says a client statement name waits on it.
-    Parse { register: Option<u64>, named: bool },
+    Parse {
+        register: Option<u64>,
+        named: bool,
+    },
     /// A Parse we added so that a client's Bind/Describe finds its
     /// statement: its ParseComplete is ours, not the client's.
-    InjectedParse { register: u64 },
+    InjectedParse {
+        register: u64,
+    },
     /// A Parse the connection did not need: we owe the client ParseComplete.
     FakeParse,
     /// A client Close of its statement name: we owe the client CloseComplete.
@@ -50,12 +55,16 @@ pub(crate) enum Expect {
     Bind,
     Describe,
     /// `tracked`: its statement's [`Effect`] waits in `effects`.
-    Execute { tracked: bool },
+    Execute {
+        tracked: bool,
+    },
     Close,
     Sync,
     /// A simple query, function call or unknown message: answered up to
     /// ReadyForQuery. `tracked`: its statements' effects wait in `effects`.
-    Query { tracked: bool },
+    Query {
+        tracked: bool,
+    },
     /// The client ended a COPY IN (CopyDone/CopyFail): no answer of its own.
     CopyEnd,
 }
@@ -485,7 +494,13 @@ impl State {
         if name.is_empty() || !self.transaction_mode { None } else { self.stmts.get(name) }
     }
 
-    fn on_parse(&mut self, raw: &[u8], body: &[u8], server: &mut ServerState, sout: &mut BytesMut) -> Result<(), Error> {
+    fn on_parse(
+        &mut self,
+        raw: &[u8],
+        body: &[u8],
+        server: &mut ServerState,
+        sout: &mut BytesMut,
+    ) -> Result<(), Error> {
         let (name, rest) = cstr(body).ok_or_else(|| malformed("Parse"))?;
         let (sql, _) = cstr(rest).ok_or_else(|| malformed("Parse"))?;
         if router::may_affect_session(sql) {
