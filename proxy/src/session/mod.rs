@@ -101,6 +101,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return Err(Error::ShuttingDown);
                 }
                 if !self.has_complete_message()? {
+                    room(&mut self.cbuf);
                     // cancel safety: read_buf and cancelled() are cancel safe.
                     let n = tokio::select! {
                         biased;
@@ -142,6 +143,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Some(t) if self.st.tx_status != b'I' && self.st.pending.is_empty() => Some(last_activity + t),
                 _ => None,
             };
+            room(&mut self.cbuf);
+            room(&mut server.rbuf);
             // cancel safety: both reads are read_buf on sockets, the timer
             // and the token are cancel safe.
             tokio::select! {
@@ -297,6 +300,18 @@ pub(crate) async fn sync_settings(
 
 fn connect_timeout(st: &State) -> Duration {
     st.shared.pool_config.load().connect_timeout
+}
+
+/// Bytes a read may fill at least: one system call should take what a
+/// typical burst of messages holds.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Make sure the next read has room for a full chunk (an empty buffer gets
+/// its allocation back rather than a new one).
+fn room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
