@@ -66,24 +66,18 @@ pub enum SessionEffect<'a> {
 /// [`session_effect`] would report? `false` is definite; `true` means "look
 /// closer" (the word may sit in a string or be a column name).
 pub fn may_affect_session(sql: &[u8]) -> bool {
-    const WORDS: &[&[u8]] = &[
-        b"set",
-        b"reset",
-        b"discard",
-        b"deallocate",
-        b"listen",
-        b"load",
-        b"temp",
-        b"temporary",
-        b"pg_temp",
-        b"hold",
-        b"prepare",
-        b"set_config",
-    ];
+    // Keywords that matter only as a statement's first word (`SET`, not
+    // `UPDATE t SET`), and words that matter anywhere.
+    const FIRST: &[&[u8]] = &[b"set", b"reset", b"discard", b"deallocate", b"listen", b"load", b"prepare", b"declare"];
+    const ANYWHERE: &[&[u8]] = &[b"temp", b"temporary", b"pg_temp", b"set_config"];
+    // A comment can hide where a statement starts: then every word may be first.
+    let comments = sql.windows(2).any(|w| w == b"--" || w == b"/*");
     let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut at_start = true;
     let mut i = 0;
     while i < sql.len() {
         if !is_word(sql[i]) {
+            at_start |= sql[i] == b';';
             i += 1;
             continue;
         }
@@ -92,7 +86,11 @@ pub fn may_affect_session(sql: &[u8]) -> bool {
             i += 1;
         }
         let w = &sql[start..i];
-        if WORDS.iter().any(|k| k.eq_ignore_ascii_case(w)) {
+        let first = std::mem::replace(&mut at_start, false) || comments;
+        if first && FIRST.iter().any(|k| k.eq_ignore_ascii_case(w)) {
+            return true;
+        }
+        if ANYWHERE.iter().any(|k| k.eq_ignore_ascii_case(w)) {
             return true;
         }
         let starts = |p: &[u8]| w.len() >= p.len() && w[..p.len()].eq_ignore_ascii_case(p);
@@ -417,14 +415,25 @@ mod tests {
             "SELECT set_config('a','b',false)",
             "SELECT pg_advisory_lock(1)",
             "SELECT PG_TRY_ADVISORY_LOCK_SHARED(1)",
+            "/* lead */ SET a = 1",
+            "-- lead\nRESET ALL",
+            "SELECT 1; SET a = 1",
+            "  set a = 1",
         ];
         for sql in all {
-            assert_ne!(session_effect(sql), SessionEffect::None, "{sql}");
+            let effects: Vec<_> = crate::lex::split_statements(sql).into_iter().map(session_effect).collect();
+            assert!(effects.iter().any(|e| *e != SessionEffect::None), "{sql}");
             assert!(may_affect_session(sql.as_bytes()), "{sql}");
         }
-        for sql in
-            ["SELECT abalance FROM pgbench_accounts WHERE aid = $1", "BEGIN", "END", "INSERT INTO settings VALUES (1)"]
-        {
+        let none = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+            "BEGIN",
+            "END",
+            "INSERT INTO settings VALUES (1)",
+            "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 2",
+            "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET b = 2",
+        ];
+        for sql in none {
             assert!(!may_affect_session(sql.as_bytes()), "{sql}");
         }
     }

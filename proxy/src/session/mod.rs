@@ -53,7 +53,8 @@ pub(crate) struct Session<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(crate) fn new(client: S, cbuf: BytesMut, server: Option<ServerConn>, st: State) -> Self {
-        Session { client, cbuf, cout: BytesMut::with_capacity(8192), sout: BytesMut::with_capacity(8192), server, st }
+        // Buffers grow on first use: most clients are idle most of the time.
+        Session { client, cbuf, cout: BytesMut::new(), sout: BytesMut::new(), server, st }
     }
 
     /// Serve the client until it leaves, fails, or shutdown ends the session.
@@ -91,22 +92,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn serve(&mut self) -> Result<(), Error> {
-        let drain = self.st.shared.drain.clone();
-        let hard = self.st.shared.hard.clone();
+        let drain_token = self.st.shared.drain.clone();
+        let hard_token = self.st.shared.hard.clone();
+        // Registered with the shared tokens once, not on every loop turn.
+        let drain = drain_token.cancelled();
+        let hard = hard_token.cancelled();
+        tokio::pin!(drain, hard);
         let idle_tx_timeout = self.st.shared.config.load().listen.idle_in_transaction_timeout;
         let mut last_activity = Instant::now();
         loop {
             if self.server.is_none() {
-                if drain.is_cancelled() {
+                if drain_token.is_cancelled() {
                     return Err(Error::ShuttingDown);
                 }
                 if !self.has_complete_message()? {
-                    room(&mut self.cbuf);
+                    room(&mut self.cbuf, IDLE_READ);
                     // cancel safety: read_buf and cancelled() are cancel safe.
                     let n = tokio::select! {
                         biased;
                         r = self.client.read_buf(&mut self.cbuf) => r?,
-                        _ = drain.cancelled() => return Err(Error::ShuttingDown),
+                        _ = &mut drain => return Err(Error::ShuttingDown),
                     };
                     if n == 0 {
                         return Ok(());
@@ -143,8 +148,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Some(t) if self.st.tx_status != b'I' && self.st.pending.is_empty() => Some(last_activity + t),
                 _ => None,
             };
-            room(&mut self.cbuf);
-            room(&mut server.rbuf);
+            room(&mut self.cbuf, READ_CHUNK);
+            room(&mut server.rbuf, READ_CHUNK);
             // cancel safety: both reads are read_buf on sockets, the timer
             // and the token are cancel safe.
             tokio::select! {
@@ -167,10 +172,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 _ = sleep_until_opt(idle_deadline) => return Err(Error::IdleInTransactionTimeout),
                 // Draining: a session that holds its connection (session
                 // mode, pinned) ends once it is idle between transactions.
-                _ = drain.cancelled(), if self.st.idle() => {
+                _ = &mut drain, if self.st.idle() => {
                     return Err(Error::ShuttingDown);
                 }
-                _ = hard.cancelled() => return Err(Error::ShuttingDown),
+                _ = &mut hard => return Err(Error::ShuttingDown),
             }
         }
     }
@@ -244,6 +249,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.st.cancel.set_target(None);
             self.st.pool.checkin(conn);
         }
+        shrink(&mut self.cbuf);
+        shrink(&mut self.cout);
+        shrink(&mut self.sout);
     }
 }
 
@@ -302,15 +310,37 @@ fn connect_timeout(st: &State) -> Duration {
     st.shared.pool_config.load().connect_timeout
 }
 
-/// Bytes a read may fill at least: one system call should take what a
-/// typical burst of messages holds.
+/// Room for one read while a server connection is attached: a system call
+/// should take what a typical burst of messages holds.
 const READ_CHUNK: usize = 16 * 1024;
+/// Room for one read of an idle client: most clients are idle most of the
+/// time, and their buffers are most of what an idle client costs.
+const IDLE_READ: usize = 512;
+/// Buffers above this are given back when the client goes idle.
+const KEEP_IDLE: usize = 4 * 1024;
 
-/// Make sure the next read has room for a full chunk (an empty buffer gets
-/// its allocation back rather than a new one).
-fn room(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
+/// Make sure the next read has room for `chunk` bytes, or for the rest of a
+/// message whose header has arrived (an empty buffer gets its allocation
+/// back rather than a new one).
+fn room(buf: &mut BytesMut, chunk: usize) {
+    let rest = match crate::wire::frame::header(buf, usize::MAX) {
+        Ok(Some(h)) => h.total.saturating_sub(buf.len()).min(MAX_PREALLOC),
+        _ => 0,
+    };
+    let want = rest.max(chunk / 4);
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(rest.max(chunk));
+    }
+}
+
+/// A huge message is read in chunks of at most this, not allocated whole up
+/// front on the word of its length field.
+const MAX_PREALLOC: usize = 1 << 20;
+
+/// Give back buffer memory an idle client does not need.
+fn shrink(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > KEEP_IDLE {
+        *buf = BytesMut::new();
     }
 }
 
