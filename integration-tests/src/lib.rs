@@ -65,31 +65,7 @@ impl TestBed {
     /// `[node]`, `[listen]`, `[auth]` and `[backend]`; `extra_config` may add
     /// any other section.
     pub async fn start_with(spec: BedSpec) -> anyhow::Result<TestBed> {
-        init_tracing();
-        let cluster = PgCluster::start(spec.cluster.clone()).await.context("starting PostgreSQL")?;
-        cluster.create_user(APP_USER, APP_PASSWORD, true).await?;
-        let dir = tempfile::tempdir()?;
-        let secret = match spec.client_auth {
-            "trust" => String::new(),
-            method => format!("secret = \"{}\"\n", proxy::auth::make_secret(method.parse()?, APP_USER, APP_PASSWORD)),
-        };
-        let users = format!(
-            "[[user]]\nname = \"{APP_USER}\"\nauth = \"{}\"\n{secret}backend_password = \"{APP_PASSWORD}\"\nadmin = true\n\n{}",
-            spec.client_auth, spec.extra_users
-        );
-        std::fs::write(dir.path().join("users.toml"), users)?;
-        let config_text = format!(
-            "[node]\nname = \"test\"\n\n[listen]\naddress = \"127.0.0.1:0\"\n\n[auth]\nusers_file = \"users.toml\"\n\n[backend]\naddress = \"{}\"\n\n{}",
-            cluster.primary().addr(),
-            spec.extra_config
-        );
-        std::fs::write(dir.path().join("meridian.toml"), &config_text)?;
-        let config = Config::load(&dir.path().join("meridian.toml"))?;
-        let node = proxy::Node::bind(config).await?;
-        let addr = node.local_addr()?;
-        let handle = node.handle();
-        let serve = tokio::spawn(node.serve());
-        Ok(TestBed { cluster, addr, node: handle, dir, serve: Some(serve) })
+        Self::start_custom(spec, BedExtras::default()).await
     }
 
     /// A tokio-postgres config for the app user through Meridian.
