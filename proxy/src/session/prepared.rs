@@ -23,6 +23,9 @@ pub struct Statement {
     pub server_name: String,
     /// The Parse body after the statement name: query text, NUL, parameter types.
     pub parse_rest: Bytes,
+    /// Whether the text may touch session state ([`router::may_affect_session`]),
+    /// worked out once rather than at every Bind.
+    pub may_affect_session: bool,
 }
 
 /// Process-wide table of distinct statements, so equal statements share an
@@ -47,7 +50,13 @@ pub fn intern(parse_rest: &[u8]) -> Arc<Statement> {
     table.next_id += 1;
     let id = table.next_id;
     let rest = Bytes::copy_from_slice(parse_rest);
-    let stmt = Arc::new(Statement { id, server_name: format!("__meridian_{id}"), parse_rest: rest.clone() });
+    let sql = rest.split(|b| *b == 0).next().unwrap_or_default();
+    let stmt = Arc::new(Statement {
+        id,
+        server_name: format!("__meridian_{id}"),
+        may_affect_session: router::may_affect_session(sql),
+        parse_rest: rest.clone(),
+    });
     table.by_text.insert(rest, stmt.clone());
     stmt
 }

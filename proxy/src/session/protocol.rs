@@ -92,6 +92,8 @@ pub(crate) struct State {
     stmts: ClientStatements,
     /// SQL of the last unnamed Parse (buffer reused), for its Bind's effect.
     unnamed_sql: String,
+    /// [`router::may_affect_session`] of `unnamed_sql`.
+    unnamed_affects: bool,
     pub(crate) pending: VecDeque<Expect>,
     /// Effects of tracked requests, one list per tracked Query/Execute, in order.
     effects: VecDeque<VecDeque<Effect>>,
@@ -133,6 +135,7 @@ impl State {
             resync: false,
             stmts: ClientStatements::default(),
             unnamed_sql: String::new(),
+            unnamed_affects: false,
             pending: VecDeque::new(),
             effects: VecDeque::new(),
             bound_effect: None,
@@ -400,14 +403,13 @@ impl State {
                         Some(stmt) => {
                             self.ensure_prepared(&stmt, server, sout);
                             messages::bind_renamed(sout, portal, &stmt.server_name, after);
-                            let sql = cstr(&stmt.parse_rest).map(|(s, _)| s).unwrap_or_default();
-                            self.bound_effect = (tracking || router::may_affect_session(sql))
-                                .then(|| Effect::of(&String::from_utf8_lossy(sql)));
+                            self.bound_effect = (tracking || stmt.may_affect_session).then(|| {
+                                let sql = cstr(&stmt.parse_rest).map(|(s, _)| s).unwrap_or_default();
+                                Effect::of(&String::from_utf8_lossy(sql))
+                            });
                         }
                         None => {
-                            self.bound_effect = if name.is_empty()
-                                && (tracking || router::may_affect_session(self.unnamed_sql.as_bytes()))
-                            {
+                            self.bound_effect = if name.is_empty() && (tracking || self.unnamed_affects) {
                                 Some(Effect::of(&self.unnamed_sql))
                             } else {
                                 None
@@ -503,13 +505,15 @@ impl State {
     ) -> Result<(), Error> {
         let (name, rest) = cstr(body).ok_or_else(|| malformed("Parse"))?;
         let (sql, _) = cstr(rest).ok_or_else(|| malformed("Parse"))?;
-        if router::may_affect_session(sql) {
+        let affects = router::may_affect_session(sql);
+        if affects {
             // Pins count at Parse; settings when executed (Bind/Execute).
             self.pin_statements(&String::from_utf8_lossy(sql));
         }
         if name.is_empty() {
             self.unnamed_sql.clear();
             self.unnamed_sql.push_str(&String::from_utf8_lossy(sql));
+            self.unnamed_affects = affects;
         }
         if name.is_empty() || !self.transaction_mode {
             sout.extend_from_slice(raw);
