@@ -47,6 +47,9 @@ pub enum Error {
     ReplicationUnsupported,
     #[error("no user name given in startup packet")]
     NoUser,
+    /// An `options` startup parameter PostgreSQL would refuse too.
+    #[error("{0}")]
+    BadStartupOption(String),
     #[error("terminating connection due to idle-in-transaction timeout")]
     IdleInTransactionTimeout,
     #[error(transparent)]
@@ -72,6 +75,7 @@ impl ClientError for Error {
             Error::ShuttingDown => SqlState::ADMIN_SHUTDOWN,
             Error::ReplicationUnsupported => SqlState::FEATURE_NOT_SUPPORTED,
             Error::NoUser => SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+            Error::BadStartupOption(_) => SqlState::SYNTAX_ERROR,
             Error::IdleInTransactionTimeout => SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
             Error::Pool(e) => e.sqlstate(),
             Error::Backend(e) => e.sqlstate(),

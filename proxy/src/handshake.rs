@@ -233,7 +233,7 @@ where
     span.record("db", database.as_str());
     let client_params = ClientParams::from_startup(params).map_err(|e| match e {
         ParamError::Replication => Error::ReplicationUnsupported,
-        e => Error::Protocol(e.to_string()),
+        e @ ParamError::BadOption(_) => Error::BadStartupOption(e.to_string()),
     })?;
     let users = shared.users.load_full();
     let user = users.get(&user_name);
@@ -255,7 +255,6 @@ where
     let id = shared.next_client_id();
     span.record("session_id", id);
 
-    // The first checkout tells the client what its server looks like.
     // The first checkout tells the client what its server looks like. When
     // every connection is busy (and one was seen before), the client is told
     // what a fresh connection reported with its own startup values on top,
