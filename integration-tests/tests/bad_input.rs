@@ -173,6 +173,13 @@ async fn garbage_startup_packets_are_refused() -> anyhow::Result<()> {
     let mut bad_ssl = 12i32.to_be_bytes().to_vec();
     bad_ssl.extend_from_slice(&80877103i32.to_be_bytes());
     bad_ssl.extend_from_slice(b"abcd");
+    let mut version_2 = 17i32.to_be_bytes().to_vec();
+    version_2.extend_from_slice(&0x0002_0000i32.to_be_bytes());
+    version_2.extend_from_slice(b"user\0app\0\0");
+    let mut c = RawConn::connect(bed.addr).await?;
+    c.send(&version_2).await?;
+    let seen = patiently("protocol 2.0", c.until_closed()).await??;
+    assert_eq!(error_codes(&seen), vec!["0A000".to_owned()], "protocol 2.0 gets PostgreSQL's answer");
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("length below 8", vec![0, 0, 0, 4, 0, 3, 0, 0]),
         ("negative length", vec![0xff, 0xff, 0xff, 0xf0, 0, 3, 0, 0]),

@@ -63,6 +63,7 @@ pub enum Error {
 impl ClientError for Error {
     fn sqlstate(&self) -> SqlState {
         match self {
+            Error::Startup(StartupError::UnsupportedProtocol { .. }) => SqlState::FEATURE_NOT_SUPPORTED,
             Error::Frame(_) | Error::Startup(_) | Error::Protocol(_) => SqlState::PROTOCOL_VIOLATION,
             Error::Io(_) | Error::TlsHandshake(_) => SqlState::CONNECTION_FAILURE,
             Error::TlsRequired => SqlState::INVALID_AUTHORIZATION_SPECIFICATION,

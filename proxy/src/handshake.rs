@@ -96,7 +96,14 @@ async fn negotiate(mut tcp: TcpStream, shared: Arc<Shared>) -> Result<Option<Rea
     }
     let mut buf = BytesMut::with_capacity(1024);
     loop {
-        match read_startup(&mut tcp, &mut buf).await? {
+        let packet = match read_startup(&mut tcp, &mut buf).await {
+            Ok(p) => p,
+            Err(e) => {
+                fail(&mut tcp, &e).await;
+                return Err(e);
+            }
+        };
+        match packet {
             None => return Ok(None),
             Some(StartupPacket::SslRequest) => {
                 let Some(acceptor) = tls.as_ref() else {
@@ -133,7 +140,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut buf = BytesMut::with_capacity(1024);
-    match read_startup(&mut stream, &mut buf).await? {
+    let packet = match read_startup(&mut stream, &mut buf).await {
+        Ok(p) => p,
+        Err(e) => {
+            fail(&mut stream, &e).await;
+            return Err(e);
+        }
+    };
+    match packet {
         None => Ok(None),
         Some(StartupPacket::Startup { params, .. }) => login(stream, buf, params, shared).await,
         Some(StartupPacket::Cancel { pid, key }) => {
