@@ -293,3 +293,24 @@ async fn ended_with_57p01(
         Err(_) => Some(format!("{what} still connected 30 s after shutdown (grace is 300 s)")),
     }
 }
+
+/// `DROP DATABASE` through Meridian succeeds although Meridian itself holds
+/// idle pooled connections to that database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_database_is_not_blocked_by_idle_pooled_connections() -> anyhow::Result<()> {
+    let bed = bed_with("[pool]\nsize = 4\n").await?;
+    let admin = bed.connect().await?;
+    admin.batch_execute("CREATE DATABASE dropme").await?;
+    let mut config = bed.config();
+    config.dbname("dropme");
+    let (user, conn) = config.connect(NoTls).await?;
+    let driver = tokio::spawn(conn);
+    user.batch_execute("CREATE TABLE t (a int); INSERT INTO t VALUES (1)").await?;
+    drop(user);
+    let _ = driver.await;
+    // Meridian keeps the server connection to "dropme" idle in its pool.
+    let n = bed.direct_value("SELECT count(*) FROM pg_stat_activity WHERE datname = 'dropme'").await?;
+    assert_eq!(n.as_deref(), Some("1"), "test premise: an idle pooled connection to dropme");
+    admin.batch_execute("DROP DATABASE dropme").await?;
+    Ok(())
+}

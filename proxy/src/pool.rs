@@ -76,7 +76,7 @@ pub struct PoolKey {
 /// Idle connections older than this are checked for a close by the server
 /// before they are handed out; younger ones are handed out unchecked, so a
 /// busy pool pays no system call for it.
-const STALE_CHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+const STALE_CHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
 
 #[allow(clippy::large_enum_variant)] // moved once per handoff; boxing would allocate each time
 enum Handoff {
@@ -331,6 +331,15 @@ impl Pool {
         idle.into_iter().for_each(terminate);
     }
 
+    /// Close every idle connection; the pool stays open.
+    pub fn close_idle(&self) {
+        let mut st = self.state.lock();
+        let idle = std::mem::take(&mut st.idle);
+        st.total -= idle.len();
+        drop(st);
+        idle.into_iter().for_each(terminate);
+    }
+
     /// Apply new settings (reload).
     pub fn reconfigure(&self, config: Arc<PoolConfig>, password: Option<String>) {
         self.config.store(config);
@@ -393,6 +402,14 @@ impl Pools {
 
     pub fn all(&self) -> Vec<Arc<Pool>> {
         self.map.read().values().cloned().collect()
+    }
+
+    /// Close the idle connections to `database` (on every server), so that a
+    /// client's `DROP DATABASE` is not refused because of our own pools.
+    pub fn close_idle_to(&self, database: &str) {
+        for p in self.all().iter().filter(|p| p.key.database == database) {
+            p.close_idle();
+        }
     }
 
     pub fn close_all(&self) {

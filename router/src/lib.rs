@@ -13,4 +13,6 @@
 pub mod lex;
 pub mod session;
 
-pub use session::{PinReason, SessionEffect, TxControl, may_affect_session, session_effect, transaction_control};
+pub use session::{
+    PinReason, SessionEffect, TxControl, dropped_database, may_affect_session, session_effect, transaction_control,
+};

@@ -101,6 +101,21 @@ pub fn may_affect_session(sql: &[u8]) -> bool {
     false
 }
 
+/// The database a `DROP DATABASE` statement drops, if it is one.
+pub fn dropped_database(stmt: &str) -> Option<String> {
+    let toks: Vec<Token<'_>> = Lexer::new(stmt).take(8).collect();
+    let is = |i: usize, k: &str| toks.get(i).is_some_and(|t| t.is_keyword(k));
+    if !(is(0, "DROP") && is(1, "DATABASE")) {
+        return None;
+    }
+    let at = if is(2, "IF") && is(3, "EXISTS") { 4 } else { 2 };
+    match toks.get(at)? {
+        Token::Word(w) => Some(w.to_ascii_lowercase()),
+        Token::QuotedIdent(w) => Some(w.replace("\"\"", "\"")),
+        _ => None,
+    }
+}
+
 /// Transaction control, as far as session settings care: a `SET` inside a
 /// transaction counts only if the transaction (and every savepoint it sits
 /// behind) commits.
@@ -369,6 +384,15 @@ mod tests {
         for (sql, want) in cases {
             assert_eq!(session_effect(sql), want, "{sql}");
         }
+    }
+
+    #[test]
+    fn dropped_databases() {
+        assert_eq!(dropped_database("DROP DATABASE regression"), Some("regression".into()));
+        assert_eq!(dropped_database("drop database if exists \"Regression\""), Some("Regression".into()));
+        assert_eq!(dropped_database("DROP DATABASE IF EXISTS x WITH (FORCE)"), Some("x".into()));
+        assert_eq!(dropped_database("DROP TABLE database"), None);
+        assert_eq!(dropped_database("SELECT 1"), None);
     }
 
     #[test]

@@ -376,6 +376,9 @@ impl State {
             match h.tag {
                 b'Q' => {
                     let sql = cstr(body).map(|(s, _)| s).unwrap_or_default();
+                    if starts_with_word(sql, b"drop") {
+                        self.before_drop_database(sql);
+                    }
                     let affects = router::may_affect_session(sql);
                     let tracked = affects || self.tracking();
                     if affects || tracked {
@@ -545,6 +548,24 @@ impl State {
         }
         Ok(())
     }
+}
+
+impl State {
+    /// Our own idle connections to a database would make its `DROP DATABASE`
+    /// fail ("is being accessed by other users"): close them first.
+    fn before_drop_database(&self, sql: &[u8]) {
+        for stmt in router::lex::split_statements(&String::from_utf8_lossy(sql)) {
+            if let Some(db) = router::dropped_database(stmt) {
+                self.shared.pools.close_idle_to(&db);
+            }
+        }
+    }
+}
+
+/// Does `sql` start (after white space) with `word`, in any case?
+fn starts_with_word(sql: &[u8], word: &[u8]) -> bool {
+    let start = sql.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(sql.len());
+    sql.get(start..start + word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word))
 }
 
 fn malformed(what: &str) -> Error {
