@@ -697,3 +697,26 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> RawConn<S> {
 pub fn app_startup() -> Vec<(&'static str, &'static str)> {
     vec![("user", APP_USER), ("database", "postgres")]
 }
+
+/// A user whose `pool_mode = "session"` overrides the node's default.
+pub const SESSION_USER: &str = "sess";
+
+impl TestBed {
+    /// A bed with `extra_config`, plus [`SESSION_USER`] (trust, session
+    /// pooling) in Meridian and PostgreSQL; returns the bed and a client
+    /// config for that user.
+    pub async fn with_session_user(extra_config: &str) -> anyhow::Result<(TestBed, tokio_postgres::Config)> {
+        let bed = TestBed::start_with(BedSpec {
+            extra_config: extra_config.into(),
+            extra_users: format!(
+                "[[user]]\nname = \"{SESSION_USER}\"\nauth = \"trust\"\nbackend_password = \"sess-pw\"\npool_mode = \"session\"\n"
+            ),
+            ..BedSpec::default()
+        })
+        .await?;
+        bed.cluster.create_user(SESSION_USER, "sess-pw", false).await?;
+        let mut config = bed.config();
+        config.user(SESSION_USER);
+        Ok((bed, config))
+    }
+}

@@ -253,17 +253,7 @@ async fn graceful_shutdown() -> anyhow::Result<()> {
 /// 57P01 without waiting for the grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_ends_idle_session_and_pinned_clients() -> anyhow::Result<()> {
-    let bed = TestBed::start_with(BedSpec {
-        extra_config: "[pool]\nsize = 3\n[shutdown]\ngrace = \"300s\"\n".into(),
-        extra_users:
-            "[[user]]\nname = \"sess\"\nauth = \"trust\"\nbackend_password = \"sess-pw\"\npool_mode = \"session\"\n"
-                .into(),
-        ..BedSpec::default()
-    })
-    .await?;
-    bed.cluster.create_user("sess", "sess-pw", false).await?;
-    let mut session_config = bed.config();
-    session_config.user("sess");
+    let (bed, session_config) = TestBed::with_session_user("[pool]\nsize = 3\n[shutdown]\ngrace = \"300s\"\n").await?;
     let mut session = bed.connect_pumped(&session_config).await?;
     session.client.batch_execute("SELECT 1").await?;
     let mut pinned = bed.connect_pumped(&bed.config()).await?;

@@ -877,17 +877,7 @@ async fn session_pooling_keeps_one_backend() -> anyhow::Result<()> {
 /// while the node default is transaction pooling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_pooling_per_user() -> anyhow::Result<()> {
-    let bed = TestBed::start_with(BedSpec {
-        extra_config: "[pool]\nsize = 2\n".into(),
-        extra_users:
-            "[[user]]\nname = \"sess\"\nauth = \"trust\"\nbackend_password = \"sess-pw\"\npool_mode = \"session\"\n"
-                .into(),
-        ..BedSpec::default()
-    })
-    .await?;
-    bed.cluster.create_user("sess", "sess-pw", false).await?;
-    let mut config = bed.config();
-    config.user("sess");
+    let (bed, config) = TestBed::with_session_user("[pool]\nsize = 2\n").await?;
     let (s, conn) = config.connect(NoTls).await?;
     tokio::spawn(conn);
     let pid = backend_pid(&s).await?;
