@@ -14,6 +14,8 @@ use harness::{ClusterSpec, PgCluster};
 use proxy::{Config, NodeHandle};
 use tokio::task::JoinHandle;
 
+pub mod sharded;
+
 /// The application user every test bed creates: a superuser, so suites
 /// such as the regression tests can run through Meridian.
 pub const APP_USER: &str = "app";

@@ -1,12 +1,16 @@
 //! `meridian demo --detach` and `meridian demo stop`, through the binary:
-//! the contract operators' scripts rely on (docs/demo.md).
+//! the contract operators' scripts rely on (docs/demo.md), and the layout
+//! it starts: two shards over three regions, the sample data on the shard
+//! Meridian routes its owner to.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use integration_tests::{meridian_bin, run_tool};
-use proxy::demo::state::{DemoState, Status};
+use proxy::demo::state::{DemoState, PostgresServer, Status};
+use router::key::KeyValue;
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(180);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -46,6 +50,38 @@ fn gone(pid: u32) -> bool {
     }
 }
 
+/// The shard PostgreSQL's `PARTITION BY HASH (owner_id)` with modulus 2
+/// puts `owner_id` in: remainder 0 is s1, 1 is s2.
+fn shard_of(owner_id: i64) -> &'static str {
+    match router::hash::hash_remainder(&KeyValue::Int(owner_id), 2) {
+        0 => "s1",
+        _ => "s2",
+    }
+}
+
+/// The app user straight to `server`, by the host and port in demo.json.
+async fn direct(state: &DemoState, server: &PostgresServer) -> anyhow::Result<tokio_postgres::Client> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&server.host)
+        .port(server.port)
+        .user(&state.app_user)
+        .password(&state.app_password)
+        .dbname(&state.database)
+        .connect_timeout(Duration::from_secs(10));
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+fn primary_of<'a>(state: &'a DemoState, shard: &str) -> anyhow::Result<&'a PostgresServer> {
+    state
+        .postgres_servers
+        .iter()
+        .find(|s| s.shard == shard && s.role == "primary")
+        .with_context(|| format!("no primary for {shard}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn detached_demo_serves_clients_and_stop_ends_every_process() -> anyhow::Result<()> {
     integration_tests::init_tracing();
@@ -81,6 +117,8 @@ async fn detached_demo_serves_clients_and_stop_ends_every_process() -> anyhow::R
         "\"port\"",
         "\"pid\"",
         "\"data_dir\"",
+        "\"relay_port\"",
+        "\"latency_ms\"",
     ] {
         assert!(raw.contains(key), "demo.json lacks {key}:\n{raw}");
     }
@@ -91,13 +129,49 @@ async fn detached_demo_serves_clients_and_stop_ends_every_process() -> anyhow::R
     assert_eq!(state.meridian_nodes.len(), 1, "{raw}");
     let node = &state.meridian_nodes[0];
     assert_eq!(node.id, "meridian-1");
-    assert_eq!(node.region, "local");
+    assert_eq!(node.region, "us-east");
     assert!(node.client_url.starts_with("postgresql://app:"), "{}", node.client_url);
     assert!(node.client_url.ends_with(&format!("/{}", state.database)), "{}", node.client_url);
     assert!(stdout.contains(&format!("psql \"{}\"", node.client_url)), "{stdout}");
-    let roles: Vec<(&str, &str, &str)> =
-        state.postgres_servers.iter().map(|s| (s.role.as_str(), s.shard.as_str(), s.region.as_str())).collect();
-    assert_eq!(roles, [("primary", "s1", "local"), ("replica", "s1", "local")], "{raw}");
+    assert!(stdout.contains("inet_server_port()"), "{stdout}");
+
+    // Six servers: two shards, each a primary and two replicas, every
+    // region holding a server of each shard; Meridian reaches each through
+    // a relay of its own.
+    let servers = &state.postgres_servers;
+    assert_eq!(servers.len(), 6, "{raw}");
+    let mut by_shard: BTreeMap<&str, Vec<&PostgresServer>> = BTreeMap::new();
+    for server in servers {
+        by_shard.entry(server.shard.as_str()).or_default().push(server);
+    }
+    assert_eq!(by_shard.keys().copied().collect::<Vec<_>>(), ["s1", "s2"], "{raw}");
+    let regions: BTreeSet<&str> = servers.iter().map(|s| s.region.as_str()).collect();
+    assert_eq!(regions, BTreeSet::from(["ap-south", "eu-west", "us-east"]), "{raw}");
+    for (shard, members) in &by_shard {
+        let roles: Vec<&str> = members.iter().map(|s| s.role.as_str()).collect();
+        assert_eq!(roles, ["primary", "replica", "replica"], "{shard}: {raw}");
+        let shard_regions: BTreeSet<&str> = members.iter().map(|s| s.region.as_str()).collect();
+        assert_eq!(shard_regions, regions, "{shard} is not in every region: {raw}");
+    }
+    let primaries: Vec<(&str, &str)> =
+        servers.iter().filter(|s| s.role == "primary").map(|s| (s.shard.as_str(), s.region.as_str())).collect();
+    assert_eq!(primaries, [("s1", "us-east"), ("s2", "eu-west")], "{raw}");
+    let names: BTreeSet<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names.len(), 6, "{raw}");
+    assert!(names.contains("s1-primary") && names.contains("s2-replica-us-east"), "{raw}");
+    let mut ports = BTreeSet::new();
+    for server in servers {
+        let relay = server.relay_port.context("every server has a relay")?;
+        assert!(ports.insert(server.port) && ports.insert(relay), "ports are reused: {raw}");
+        let latency = server.latency_ms.context("every server has a latency")?;
+        let expected = match server.region.as_str() {
+            "us-east" => 1.0,
+            "eu-west" => 40.0,
+            _ => 150.0,
+        };
+        assert!((latency - expected).abs() < 0.01, "{}: {latency} ms: {raw}", server.name);
+    }
+
     let mut pids = vec![node.pid];
     for server in &state.postgres_servers {
         assert!(server.data_dir.starts_with(&state.dir), "{raw}");
@@ -121,6 +195,72 @@ async fn detached_demo_serves_clients_and_stop_ends_every_process() -> anyhow::R
     client.execute("INSERT INTO pets (owner_id, name, species) VALUES (1, 'Test', 'dog')", &[]).await?;
     let after: i64 = client.query_one("SELECT count(*) FROM pets", &[]).await?.get(0);
     assert_eq!(after, pets + 1);
+
+    // Keyed reads through Meridian: an owner of each shard, answered by a
+    // server of that shard.
+    for shard in ["s1", "s2"] {
+        let id = (1..=100).find(|id| shard_of(*id) == shard).context("no sample owner on a shard")?;
+        let row = client
+            .query_one("SELECT name, inet_server_port() FROM owners WHERE owner_id = $1", &[&id])
+            .await
+            .with_context(|| format!("reading owner {id} through Meridian"))?;
+        let name: String = row.get(0);
+        let port = u16::try_from(row.get::<_, i32>(1))?;
+        let answered = servers.iter().find(|s| s.port == port).with_context(|| format!("no server on port {port}"))?;
+        assert_eq!(answered.shard, shard, "owner {id} was read from {}", answered.name);
+        let primary = direct(&state, primary_of(&state, shard)?).await?;
+        let direct_name: String =
+            primary.query_one("SELECT name FROM owners WHERE owner_id = $1", &[&id]).await?.get(0);
+        assert_eq!(name, direct_name);
+    }
+
+    // The sample data sits where PostgreSQL's own hash partitioning puts it,
+    // and every owner is on exactly one shard.
+    let mut owners_total = 0;
+    for (remainder, shard) in ["s1", "s2"].into_iter().enumerate() {
+        let primary = direct(&state, primary_of(&state, shard)?).await?;
+        primary
+            .batch_execute("CREATE TEMPORARY TABLE placement (owner_id bigint) PARTITION BY HASH (owner_id)")
+            .await?;
+        for table in ["owners", "pets", "watch_sessions"] {
+            let sql = format!(
+                "SELECT count(*) FILTER (WHERE NOT satisfies_hash_partition('placement'::regclass, 2, {remainder}, owner_id)), \
+                 count(*) FROM {table}"
+            );
+            let row = primary.query_one(sql.as_str(), &[]).await?;
+            let (misplaced, total): (i64, i64) = (row.get(0), row.get(1));
+            assert_eq!(misplaced, 0, "{misplaced} of {total} rows of {table} on {shard} belong to the other shard");
+            assert!(total > 0, "{shard} has no {table}");
+        }
+        owners_total +=
+            primary.query_one("SELECT count(*) FROM owners WHERE owner_id <= 100", &[]).await?.get::<_, i64>(0);
+    }
+    assert_eq!(owners_total, 100);
+
+    // Rows written through Meridian land on their owner's shard: a new
+    // owner for each shard, and the pet inserted for owner 1 above.
+    for shard in ["s1", "s2"] {
+        let id = (1000..).find(|id| shard_of(*id) == shard).context("no owner id for the shard")?;
+        let name = format!("Test Owner {id}");
+        client
+            .execute(
+                "INSERT INTO owners (owner_id, name, email, city) VALUES ($1, $2, 'test@example.com', 'Lisbon')",
+                &[&id, &name],
+            )
+            .await?;
+        // Read your writes, through Meridian.
+        let read: String = client.query_one("SELECT name FROM owners WHERE owner_id = $1", &[&id]).await?.get(0);
+        assert_eq!(read, name);
+        for other in ["s1", "s2"] {
+            let primary = direct(&state, primary_of(&state, other)?).await?;
+            let n: i64 = primary.query_one("SELECT count(*) FROM owners WHERE owner_id = $1", &[&id]).await?.get(0);
+            assert_eq!(n, i64::from(other == shard), "owner {id} (shard {shard}) on {other}");
+        }
+    }
+    let owner_one = direct(&state, primary_of(&state, shard_of(1))?).await?;
+    let tests: i64 =
+        owner_one.query_one("SELECT count(*) FROM pets WHERE owner_id = 1 AND name = 'Test'", &[]).await?.get(0);
+    assert_eq!(tests, 1, "the pet inserted for owner 1 is not on {}", shard_of(1));
     drop(client);
     let _ = driver.await;
 
@@ -131,6 +271,13 @@ async fn detached_demo_serves_clients_and_stop_ends_every_process() -> anyhow::R
     eprintln!("demo stop returned after {:?}", stopped_at.elapsed());
     for pid in &pids {
         assert!(gone(*pid), "pid {pid} still running after demo stop");
+    }
+    for server in servers {
+        let pidfile = server.data_dir.join("postmaster.pid");
+        assert!(!pidfile.exists(), "{} still has {}", server.name, pidfile.display());
+        // The relays stopped with the demo process.
+        let relay = (server.host.as_str(), server.relay_port.context("relay port")?);
+        assert!(tokio::net::TcpStream::connect(relay).await.is_err(), "{}'s relay still accepts", server.name);
     }
     let state = DemoState::read(&dir)?.context("demo.json removed")?;
     assert_eq!(state.status, Status::Stopped);

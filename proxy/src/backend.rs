@@ -206,8 +206,12 @@ impl ServerConn {
     }
 
     async fn read_login_message(&mut self) -> Result<(u8, Vec<u8>), BackendError> {
+        self.read_message(MAX_LOGIN_MESSAGE).await
+    }
+
+    async fn read_message(&mut self, limit: usize) -> Result<(u8, Vec<u8>), BackendError> {
         loop {
-            match frame::complete(&self.rbuf, MAX_LOGIN_MESSAGE) {
+            match frame::complete(&self.rbuf, limit) {
                 Ok(Some(h)) => {
                     let body = self.rbuf[HEADER_LEN..h.total].to_vec();
                     self.rbuf.advance(h.total);
@@ -225,17 +229,25 @@ impl ServerConn {
     /// Run `sql` as a simple query of our own and swallow its responses;
     /// returns the first error the server reported.
     pub async fn run_quiet(&mut self, sql: &str, timeout: Duration) -> Result<(), BackendError> {
+        self.query_value(sql, timeout).await.map(drop)
+    }
+
+    /// Run `sql` and return the first column of its first row (as text),
+    /// if any.
+    pub async fn query_value(&mut self, sql: &str, timeout: Duration) -> Result<Option<String>, BackendError> {
         let mut out = BytesMut::new();
         crate::wire::messages::query(&mut out, sql);
         let work = async {
             self.stream.write_all(&out).await?;
             let mut first_error = None;
+            let mut value = None;
             loop {
                 let (tag, body) = self.read_login_message().await?;
                 match tag {
                     b'E' if first_error.is_none() => first_error = Some(parse_error_fields(&body)),
                     b'S' => self.state.note_parameter(&body),
-                    b'Z' => return first_error.map_or(Ok(()), |f| Err(BackendError::Server(f))),
+                    b'D' if value.is_none() => value = first_column(&body),
+                    b'Z' => return first_error.map_or(Ok(value), |f| Err(BackendError::Server(f))),
                     _ => {}
                 }
             }
@@ -245,6 +257,51 @@ impl ServerConn {
             Err(_) => Err(BackendError::Timeout { addr: self.peer.to_string() }),
         }
     }
+}
+
+/// Everything a server answered to one simple query, up to ReadyForQuery.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Messages before ReadyForQuery, as (tag, body).
+    pub messages: Vec<(u8, Vec<u8>)>,
+    /// ReadyForQuery's transaction status.
+    pub status: u8,
+    pub error: Option<crate::wire::messages::ErrorFields>,
+}
+
+impl ServerConn {
+    /// Run `sql` (no time limit: a schema change or a large read may take
+    /// long) and keep every answer.
+    pub async fn run_collect(&mut self, sql: &str) -> Result<Collected, BackendError> {
+        let mut out = BytesMut::new();
+        crate::wire::messages::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        let mut c = Collected::default();
+        loop {
+            let (tag, body) = self.read_message(1 << 30).await?;
+            match tag {
+                b'Z' => {
+                    c.status = body.first().copied().unwrap_or(b'I');
+                    return Ok(c);
+                }
+                b'S' => self.state.note_parameter(&body),
+                b'E' if c.error.is_none() => c.error = Some(parse_error_fields(&body)),
+                _ => {}
+            }
+            c.messages.push((tag, body));
+        }
+    }
+}
+
+/// The first column of a DataRow body, as text; `None` for NULL or none.
+fn first_column(body: &[u8]) -> Option<String> {
+    let n = i16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    if n < 1 {
+        return None;
+    }
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    Some(String::from_utf8_lossy(body.get(6..6 + len)?).into_owned())
 }
 
 /// What a server connection's session holds, as far as the proxy tracks it.

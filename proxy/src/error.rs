@@ -58,6 +58,9 @@ pub enum Error {
     Backend(#[from] crate::backend::BackendError),
     #[error("server connection lost: {0}")]
     ServerLost(String),
+    /// A user without `admin = true` asked for the admin console.
+    #[error("permission denied for the admin console: user \"{0}\" is not an admin")]
+    AdminDenied(String),
 }
 
 impl ClientError for Error {
@@ -81,6 +84,7 @@ impl ClientError for Error {
             Error::Pool(e) => e.sqlstate(),
             Error::Backend(e) => e.sqlstate(),
             Error::ServerLost(_) => SqlState::CONNECTION_FAILURE,
+            Error::AdminDenied(_) => SqlState::INSUFFICIENT_PRIVILEGE,
         }
     }
 
@@ -111,6 +115,7 @@ mod tests {
         assert_eq!(Error::TooManyClients.sqlstate(), SqlState::TOO_MANY_CONNECTIONS);
         assert_eq!(Error::ShuttingDown.sqlstate(), SqlState::ADMIN_SHUTDOWN);
         assert_eq!(Error::Protocol("x".into()).sqlstate(), SqlState::PROTOCOL_VIOLATION);
+        assert_eq!(Error::AdminDenied("x".into()).sqlstate(), SqlState::INSUFFICIENT_PRIVILEGE);
         assert_eq!(Error::Io(std::io::Error::other("secret detail")).client_message(), "connection failure");
     }
 }

@@ -7,16 +7,25 @@
 //!              │no                       │
 //!              ▼                         ▼
 //!        SSLRequest ─▶ 'S' + TLS ─▶ startup packet ─▶ auth ─▶ checkout ─▶ Session
-//!        GSSENCRequest ─▶ 'N' (again)    CancelRequest ─▶ forward, close
+//!        GSSENCRequest ─▶ 'N' (again)    CancelRequest ─▶ forward, close │
+//!                                                         database "meridian"
+//!                                                                 ▼
+//!                                          admin user? AdminSession : FATAL 42501
 //! ```
+//!
+//! Every logged-in client is listed in [`Shared::clients`] until its
+//! session ends.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::admin::AdminSession;
 use crate::auth::{AuthError, Credential, PoolMode, ScramExchange, User, md5};
+use crate::clients::{ClientGuard, ClientInfo, ClientMode, ClientState};
 use crate::config::TlsMode;
 use crate::error::{Error, write_error};
 use crate::node::Shared;
@@ -36,7 +45,8 @@ const TLS_HANDSHAKE: u8 = 0x16;
 /// Serve one accepted client connection to the end.
 pub(crate) async fn serve_client(stream: TcpStream, shared: Arc<Shared>) {
     let timeout = shared.config.load().listen.startup_timeout;
-    let session = match tokio::time::timeout(timeout, negotiate(stream, shared.clone())).await {
+    let peer = stream.peer_addr().ok();
+    let session = match tokio::time::timeout(timeout, negotiate(stream, peer, shared.clone())).await {
         Ok(Ok(Some(s))) => s,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -56,7 +66,9 @@ pub(crate) async fn serve_client(stream: TcpStream, shared: Arc<Shared>) {
 fn log_ended(e: &Error) {
     match e {
         Error::Io(_) | Error::ShuttingDown => tracing::debug!(error = %e, "client session ended"),
-        Error::AuthFailed(_) | Error::NoUser | Error::TlsRequired => tracing::info!(error = %e, "login refused"),
+        Error::AuthFailed(_) | Error::NoUser | Error::TlsRequired | Error::AdminDenied(_) => {
+            tracing::info!(error = %e, "login refused")
+        }
         _ => tracing::info!(error = %e, "client session ended with an error"),
     }
 }
@@ -64,8 +76,8 @@ fn log_ended(e: &Error) {
 /// A client session ready to run, over plain TCP or TLS.
 #[allow(clippy::large_enum_variant)] // one per client, moved once
 pub(crate) enum Ready {
-    Plain(Session<TcpStream>),
-    Tls(Box<Session<tokio_rustls::server::TlsStream<TcpStream>>>),
+    Plain(LoggedIn<TcpStream>),
+    Tls(Box<LoggedIn<tokio_rustls::server::TlsStream<TcpStream>>>),
 }
 
 impl Ready {
@@ -77,7 +89,31 @@ impl Ready {
     }
 }
 
-async fn negotiate(mut tcp: TcpStream, shared: Arc<Shared>) -> Result<Option<Ready>, Error> {
+/// A logged-in client: an ordinary session, listed in [`Shared::clients`]
+/// while the guard lives, or the admin console.
+#[allow(clippy::large_enum_variant)] // one per client, moved once
+pub(crate) enum LoggedIn<S> {
+    Session(Session<S>, ClientGuard),
+    Admin(AdminSession<S>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<S> {
+    async fn run(self) -> Result<(), Error> {
+        match self {
+            LoggedIn::Session(s, _listed) => s.run().await,
+            LoggedIn::Admin(s) => s.run().await,
+        }
+    }
+}
+
+/// What login found the client to be.
+#[allow(clippy::large_enum_variant)] // one per client, moved once
+enum Admitted {
+    Session { server: Option<crate::backend::ServerConn>, state: State, client: ClientGuard },
+    Admin { client: ClientGuard, cancel: crate::cancel::CancelHandle },
+}
+
+async fn negotiate(mut tcp: TcpStream, peer: Option<SocketAddr>, shared: Arc<Shared>) -> Result<Option<Ready>, Error> {
     let tls = shared.tls.load_full();
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await? == 0 {
@@ -92,7 +128,7 @@ async fn negotiate(mut tcp: TcpStream, shared: Arc<Shared>) -> Result<Option<Rea
         if stream.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_POSTGRESQL) {
             return Err(Error::Protocol("direct TLS connection without ALPN \"postgresql\"".into()));
         }
-        return after_tls(stream, shared).await.map(|s| s.map(|s| Ready::Tls(Box::new(s))));
+        return after_tls(stream, peer, shared).await.map(|s| s.map(|s| Ready::Tls(Box::new(s))));
     }
     let mut buf = BytesMut::with_capacity(1024);
     loop {
@@ -117,7 +153,7 @@ async fn negotiate(mut tcp: TcpStream, shared: Arc<Shared>) -> Result<Option<Rea
                 }
                 tcp.write_all(b"S").await?;
                 let stream = acceptor.accept(tcp).await.map_err(Error::TlsHandshake)?;
-                return after_tls(stream, shared).await.map(|s| s.map(|s| Ready::Tls(Box::new(s))));
+                return after_tls(stream, peer, shared).await.map(|s| s.map(|s| Ready::Tls(Box::new(s))));
             }
             Some(StartupPacket::GssEncRequest) => tcp.write_all(b"N").await?,
             Some(StartupPacket::Cancel { pid, key }) => {
@@ -129,13 +165,19 @@ async fn negotiate(mut tcp: TcpStream, shared: Arc<Shared>) -> Result<Option<Rea
                     fail(&mut tcp, &Error::TlsRequired).await;
                     return Err(Error::TlsRequired);
                 }
-                return login(tcp, buf, params, shared).await.map(|s| s.map(Ready::Plain));
+                return login(tcp, buf, params, Peer { addr: peer, tls: false }, shared)
+                    .await
+                    .map(|s| s.map(Ready::Plain));
             }
         }
     }
 }
 
-async fn after_tls<S>(mut stream: S, shared: Arc<Shared>) -> Result<Option<Session<S>>, Error>
+async fn after_tls<S>(
+    mut stream: S,
+    peer: Option<SocketAddr>,
+    shared: Arc<Shared>,
+) -> Result<Option<LoggedIn<S>>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -149,7 +191,9 @@ where
     };
     match packet {
         None => Ok(None),
-        Some(StartupPacket::Startup { params, .. }) => login(stream, buf, params, shared).await,
+        Some(StartupPacket::Startup { params, .. }) => {
+            login(stream, buf, params, Peer { addr: peer, tls: true }, shared).await
+        }
         Some(StartupPacket::Cancel { pid, key }) => {
             cancel(&shared, pid, key).await;
             Ok(None)
@@ -212,18 +256,31 @@ fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
     params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// Where a client connected from, for [`Shared::clients`].
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    addr: Option<SocketAddr>,
+    tls: bool,
+}
+
 async fn login<S>(
     mut stream: S,
     mut buf: BytesMut,
     params: Vec<(String, String)>,
+    peer: Peer,
     shared: Arc<Shared>,
-) -> Result<Option<Session<S>>, Error>
+) -> Result<Option<LoggedIn<S>>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let result = login_inner(&mut stream, &mut buf, &params, &shared).await;
+    let result = login_inner(&mut stream, &mut buf, &params, peer, &shared).await;
     match result {
-        Ok((server, state)) => Ok(Some(Session::new(stream, buf, server, state))),
+        Ok(Admitted::Session { server, state, client }) => {
+            Ok(Some(LoggedIn::Session(Session::new(stream, buf, server, state), client)))
+        }
+        Ok(Admitted::Admin { client, cancel }) => {
+            Ok(Some(LoggedIn::Admin(AdminSession::new(stream, buf, shared, client, cancel))))
+        }
         Err(e) => {
             fail(&mut stream, &e).await;
             Err(e)
@@ -235,8 +292,9 @@ async fn login_inner<S>(
     stream: &mut S,
     buf: &mut BytesMut,
     params: &[(String, String)],
+    peer: Peer,
     shared: &Arc<Shared>,
-) -> Result<(Option<crate::backend::ServerConn>, State), Error>
+) -> Result<Admitted, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -245,10 +303,12 @@ where
     let span = tracing::Span::current();
     span.record("user", user_name.as_str());
     span.record("db", database.as_str());
-    let client_params = ClientParams::from_startup(params).map_err(|e| match e {
+    let mut client_params = ClientParams::from_startup(params).map_err(|e| match e {
         ParamError::Replication => Error::ReplicationUnsupported,
         e @ ParamError::BadOption(_) => Error::BadStartupOption(e.to_string()),
     })?;
+    crate::session::route::validate_startup(&client_params.meridian, &shared.topology.borrow())
+        .map_err(Error::BadStartupOption)?;
     let users = shared.users.load_full();
     let user = users.get(&user_name);
     authenticate(stream, buf, &user_name, user, shared).await?;
@@ -259,15 +319,47 @@ where
     stream.write_all(&out).await?;
     out.clear();
 
-    let config = shared.config.load_full();
+    if database == crate::admin::DATABASE {
+        // The admin console: no pool, no server; only admins.
+        if !user.admin {
+            return Err(Error::AdminDenied(user_name));
+        }
+        let cancel = shared.cancels.register();
+        let id = shared.next_client_id();
+        span.record("session_id", id);
+        let client = shared.clients.register(ClientInfo {
+            id,
+            user: user_name.clone(),
+            database,
+            peer: peer.addr,
+            tls: peer.tls,
+            mode: ClientMode::Admin,
+        });
+        crate::admin::greeting(&mut out, params, &user_name, cancel.pid, cancel.key());
+        stream.write_all(&out).await?;
+        tracing::debug!("admin logged in");
+        return Ok(Admitted::Admin { client, cancel });
+    }
+
     let pool_config = shared.pool_config.load_full();
-    let key = PoolKey { addr: config.backend.address.clone(), database, user: user_name.clone() };
+    let topology = shared.topology.borrow().clone();
+    let home = topology.shards[topology.default_shard].primary.map(|p| topology.nodes[p].address.clone());
+    let key = PoolKey { addr: home.unwrap_or_default(), database: database.clone(), user: user_name.clone() };
     let password = user.backend_password.as_ref().map(|s| s.expose());
     let pool = shared.pools.get(&key, password, &pool_config);
     let transaction_mode = user.pool_mode.unwrap_or(pool_config.mode) == PoolMode::Transaction;
     let cancel = shared.cancels.register();
     let id = shared.next_client_id();
     span.record("session_id", id);
+    let client = shared.clients.register(ClientInfo {
+        id,
+        user: user_name.clone(),
+        database,
+        peer: peer.addr,
+        tls: peer.tls,
+        mode: if transaction_mode { ClientMode::Transaction } else { ClientMode::Session },
+    });
+    client.set_state(ClientState::Active);
 
     // The first checkout tells the client what its server looks like. When
     // every connection is busy (and one was seen before), the client is told
@@ -314,10 +406,19 @@ where
         }
         None => None,
     };
+    if server.is_some() {
+        // Session pooling: the first connection stays with the client.
+        let node = topology.nodes.iter().find(|n| n.address == pool.key.addr);
+        client.set_attached(Some(node.map_or(pool.key.addr.as_str(), |n| n.name.as_str())));
+    }
+    client.set_state(ClientState::Idle);
     stream.write_all(&out).await?;
     tracing::debug!(transaction_mode, "client logged in");
-    let state = State::new(id, shared.clone(), pool, transaction_mode, client_params, cancel);
-    Ok((server, state))
+    let meridian_settings = std::mem::take(&mut client_params.meridian);
+    let mut state = State::new(id, shared.clone(), pool, transaction_mode, client_params, cancel);
+    // Validated before login: cannot fail here.
+    let _ = state.apply_startup_settings(&meridian_settings);
+    Ok(Admitted::Session { server, state, client })
 }
 
 /// Run the user's authentication method; unknown users get a SCRAM exchange

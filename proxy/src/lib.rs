@@ -13,13 +13,16 @@
 //! crate does that) and never logs statement text above `debug`, parameters
 //! or secrets.
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod cancel;
+pub mod clients;
 pub mod config;
 pub mod demo;
 pub mod error;
 mod handshake;
+pub mod health;
 pub mod node;
 pub mod pool;
 pub mod session;

@@ -20,11 +20,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use router::topology::Topology;
+use tokio::sync::watch;
+
+use crate::admin::RouteCounters;
 use crate::auth::{MockSecret, Users};
 use crate::cancel::CancelRegistry;
+use crate::clients::Clients;
 use crate::config::{Config, ConfigError, PoolConfig};
 use crate::error::{Error, write_error};
+use crate::health::{Health, Monitor, ProbeLogin};
 use crate::pool::Pools;
+use crate::session::route::AnalysisCache;
 use crate::wire::messages::Severity;
 
 /// How often pools are checked for idle, expired and missing connections.
@@ -44,6 +51,17 @@ pub struct Shared {
     /// Cancelled when the grace period is over: every session ends.
     pub(crate) hard: CancellationToken,
     next_client_id: AtomicU64,
+    /// The latest topology; sessions read it at every routing decision and
+    /// never wait on it.
+    pub(crate) topology: watch::Sender<Arc<Topology>>,
+    pub(crate) health: Arc<Health>,
+    pub(crate) analyses: AnalysisCache,
+    /// Every logged-in client, for the admin console.
+    pub(crate) clients: Arc<Clients>,
+    /// Routing counters, for the admin console's `SHOW STATS`.
+    pub(crate) routes: RouteCounters,
+    /// When the node was bound; its uptime in `SHOW STATS`.
+    pub(crate) started: tokio::time::Instant,
 }
 
 impl Shared {
@@ -74,7 +92,11 @@ impl Node {
         let tls = crate::tls::acceptor(&config.tls)?;
         let listener = TcpListener::bind(config.listen.address).await?;
         let clients = Arc::new(Semaphore::new(config.listen.max_client_connections));
+        let (topology, _) = watch::channel(Arc::new(config.topology.clone()));
         let shared = Arc::new(Shared {
+            topology,
+            health: Arc::new(Health::default()),
+            analyses: AnalysisCache::default(),
             pool_config: ArcSwap::from_pointee(config.pool.clone()),
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
@@ -85,6 +107,9 @@ impl Node {
             drain: CancellationToken::new(),
             hard: CancellationToken::new(),
             next_client_id: AtomicU64::new(1),
+            clients: Arc::new(Clients::default()),
+            routes: RouteCounters::default(),
+            started: tokio::time::Instant::now(),
         });
         Ok(Node { listener, shared, stop_accepting: CancellationToken::new(), clients })
     }
@@ -102,6 +127,8 @@ impl Node {
         let tracker = TaskTracker::new();
         let shared = self.shared.clone();
         tracker.spawn(maintain_pools(shared.clone(), self.stop_accepting.clone()));
+        let monitor = Monitor::new(shared.health.clone(), tracker.clone(), self.stop_accepting.clone());
+        tracker.spawn(watch_topology(shared.clone(), monitor, self.stop_accepting.clone()));
         tracing::info!(address = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting clients");
         loop {
             // cancel safety: accept() and cancelled() are cancel safe.
@@ -161,6 +188,20 @@ impl NodeHandle {
         self.shared.drain.cancel();
     }
 
+    /// Replicas of the current topology whose last probe found them up and
+    /// in recovery.
+    pub fn replicas_probed(&self) -> usize {
+        let t = self.shared.topology.borrow().clone();
+        t.nodes
+            .iter()
+            .filter(|n| n.role == router::topology::Role::Replica)
+            .filter(|n| {
+                let p = self.shared.health.status(&n.name, &n.address).probe.load_full();
+                p.reachable && p.in_recovery
+            })
+            .count()
+    }
+
     /// End every session now.
     pub fn kill(&self) {
         self.stop_accepting.cancel();
@@ -189,6 +230,16 @@ impl NodeHandle {
         self.shared.pool_config.store(pool_config);
         self.shared.users.store(Arc::new(users));
         self.shared.tls.store(Arc::new(tls));
+        let mut topology = new.topology.clone();
+        self.shared.topology.send_if_modified(|current| {
+            topology.version = current.version;
+            if **current == topology {
+                return false;
+            }
+            topology.version = current.version + 1;
+            *current = Arc::new(topology);
+            true
+        });
         self.shared.config.store(Arc::new(new));
         tracing::info!("configuration reloaded");
         Ok(())
@@ -200,6 +251,32 @@ fn refuse(stream: TcpStream, err: &Error) {
     let mut buf = BytesMut::new();
     write_error(&mut buf, Severity::Fatal, err);
     let _ = stream.try_write(&buf);
+}
+
+/// Keep a probe running for every PostgreSQL server of the latest
+/// topology (and after a reload, of the new one).
+async fn watch_topology(shared: Arc<Shared>, monitor: Monitor, stop: CancellationToken) {
+    let mut rx = shared.topology.subscribe();
+    loop {
+        let topology = rx.borrow_and_update().clone();
+        let config = shared.config.load_full();
+        let login = config.health.user.as_ref().map(|user| ProbeLogin {
+            user: user.clone(),
+            password: shared
+                .users
+                .load()
+                .get(user)
+                .and_then(|u| u.backend_password.as_ref())
+                .map(|s| s.expose().to_owned()),
+            database: config.health.database.clone(),
+        });
+        monitor.reconcile(&topology, &config.health, login);
+        // cancel safety: changed() and cancelled() are cancel safe.
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Close idle and expired server connections, open min_idle ones.

@@ -9,13 +9,20 @@
 //! - [`key`], [`hash`]: shard keys and PostgreSQL's partition hash.
 //! - [`topology`]: regions, shards, nodes, sharding rules.
 //! - [`fanout`]: how a keyless read over all shards is run and merged.
+//! - [`route`]: analysis + parameters + topology → which shard(s), and
+//!   whether a replica may answer; [`replica`]: which replica.
 
 pub mod analyze;
+pub mod array;
 pub mod fanout;
 pub mod hash;
 pub mod key;
 pub mod lex;
+pub mod lsn;
+pub mod replica;
+pub mod route;
 pub mod session;
+pub mod shard_map;
 pub mod topology;
 
 pub use session::{

@@ -493,3 +493,72 @@ mod tests {
         }
     }
 }
+
+/// A `BEGIN` / `START TRANSACTION` a proxy may answer itself and send on
+/// later: only the standard forms, so that PostgreSQL cannot refuse it.
+/// Returns whether the transaction is `READ ONLY`.
+pub fn deferrable_begin(stmt: &str) -> Option<bool> {
+    let toks: Vec<Token<'_>> = Lexer::new(stmt).take(24).collect();
+    let is = |i: usize, k: &str| toks.get(i).is_some_and(|t| t.is_keyword(k));
+    let mut i = if is(0, "BEGIN") {
+        if is(1, "WORK") || is(1, "TRANSACTION") { 2 } else { 1 }
+    } else if is(0, "START") && is(1, "TRANSACTION") {
+        2
+    } else {
+        return None;
+    };
+    let mut read_only = false;
+    let mut first = true;
+    while i < toks.len() {
+        if !first {
+            if toks[i] == Token::Punct(',') {
+                i += 1;
+            }
+        }
+        first = false;
+        if is(i, "ISOLATION") && is(i + 1, "LEVEL") {
+            i += 2;
+            if is(i, "SERIALIZABLE") {
+                i += 1;
+            } else if is(i, "REPEATABLE") && is(i + 1, "READ") {
+                i += 2;
+            } else if is(i, "READ") && (is(i + 1, "COMMITTED") || is(i + 1, "UNCOMMITTED")) {
+                i += 2;
+            } else {
+                return None;
+            }
+        } else if is(i, "READ") && is(i + 1, "ONLY") {
+            read_only = true;
+            i += 2;
+        } else if is(i, "READ") && is(i + 1, "WRITE") {
+            read_only = false;
+            i += 2;
+        } else if is(i, "DEFERRABLE") {
+            i += 1;
+        } else if is(i, "NOT") && is(i + 1, "DEFERRABLE") {
+            i += 2;
+        } else {
+            return None;
+        }
+    }
+    Some(read_only)
+}
+
+#[cfg(test)]
+mod begin_tests {
+    use super::deferrable_begin;
+
+    #[test]
+    fn standard_begins_are_deferrable() {
+        assert_eq!(deferrable_begin("BEGIN"), Some(false));
+        assert_eq!(deferrable_begin("begin work"), Some(false));
+        assert_eq!(deferrable_begin("START TRANSACTION READ ONLY"), Some(true));
+        assert_eq!(deferrable_begin("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY, DEFERRABLE"), Some(true));
+        assert_eq!(deferrable_begin("BEGIN READ ONLY READ WRITE"), Some(false));
+        assert_eq!(deferrable_begin("BEGIN ISOLATION LEVEL SNAPSHOT"), None);
+        assert_eq!(deferrable_begin("BEGIN; SELECT 1"), None);
+        assert_eq!(deferrable_begin("BEGIN TRANSACTION foo"), None);
+        assert_eq!(deferrable_begin("START"), None);
+        assert_eq!(deferrable_begin("COMMIT"), None);
+    }
+}

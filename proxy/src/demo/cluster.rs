@@ -1,69 +1,117 @@
-//! The demo's PostgreSQL side: one shard (`s1`) with a primary and a
-//! streaming replica under `DIR/pg`, the app role and database, and the
-//! sample schema.
+//! The demo's PostgreSQL side: one cluster per shard of
+//! [`layout::SHARDS`] (a primary and two streaming replicas each) under
+//! `DIR/pg`, the app role and database on each, and the sample data.
+//!
+//! ```text
+//!   Shards::start ─┬─ s1: PgCluster (primary + 2 replicas) ─▶ app role, demo db ─▶ sample::load(s1)
+//!                  └─ s2: PgCluster (primary + 2 replicas) ─▶ app role, demo db ─▶ sample::load(s2)
+//!                     (concurrently; initdb's template is cached by the harness)
+//! ```
+//!
+//! The harness names data directories by creation order
+//! (`DIR/pg/s1-replica-1/data`); Meridian and demo.json name servers by
+//! region (`s1-replica-eu-west`, see [`layout::ShardLayout::placements`]).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use harness::{ClusterSpec, PgCluster, PgServer};
 
+use super::layout::{Placement, SHARDS};
+use super::network::Network;
 use super::state::PostgresServer;
-use super::{APP_PASSWORD, APP_USER, DATABASE, REGION};
-
-/// The shard every server belongs to for now.
-pub const SHARD: &str = "s1";
+use super::{APP_PASSWORD, APP_USER, DATABASE, sample};
 
 /// The harness base directory inside the demo directory.
 pub fn pg_dir(dir: &Path) -> PathBuf {
     dir.join("pg")
 }
 
-/// Starts shard `s1` (primary + one replica), creates the app role and
-/// database, and loads the sample data. If anything fails, the servers
-/// already started are stopped (the cluster's `Drop`).
-pub async fn start(dir: &Path) -> anyhow::Result<PgCluster> {
-    let spec = ClusterSpec::default().with_replicas(1).with_base_dir(pg_dir(dir)).with_name_prefix(SHARD);
-    let cluster = PgCluster::start(spec).await.context("starting PostgreSQL (primary and replica)")?;
+/// Every shard's cluster, in [`SHARDS`] order. Dropping it stops every
+/// server (the clusters' `Drop`), also on a panic.
+pub struct Shards {
+    clusters: Vec<PgCluster>,
+}
+
+/// One server and its place in the layout.
+pub struct Server<'a> {
+    pub place: Placement,
+    pub pg: &'a PgServer,
+}
+
+impl Shards {
+    /// Starts every shard concurrently, creates the app role and database
+    /// on each and loads its part of the sample data. If anything fails,
+    /// the servers already started are stopped (the clusters' `Drop`, also
+    /// for a shard whose start is abandoned halfway).
+    pub async fn start(dir: &Path) -> anyhow::Result<Shards> {
+        let starts = SHARDS.iter().enumerate().map(|(index, shard)| async move {
+            start_shard(dir, index).await.with_context(|| format!("starting shard {}", shard.name))
+        });
+        let clusters = futures_util::future::try_join_all(starts).await?;
+        Ok(Shards { clusters })
+    }
+
+    /// Every server: shard by shard, each primary first, then its replicas.
+    pub fn servers(&self) -> Vec<Server<'_>> {
+        SHARDS
+            .iter()
+            .zip(&self.clusters)
+            .flat_map(|(shard, cluster)| {
+                shard.placements().into_iter().zip(cluster.servers()).map(|(place, pg)| Server { place, pg })
+            })
+            .collect()
+    }
+
+    /// Fast-stops every server, the shards concurrently (replicas first
+    /// within each). Stops as many as it can; returns the first error.
+    pub async fn stop(&self) -> anyhow::Result<()> {
+        let stops = self.clusters.iter().map(PgCluster::stop);
+        let results = futures_util::future::join_all(stops).await;
+        results.into_iter().collect::<Result<Vec<()>, _>>().context("stopping PostgreSQL")?;
+        Ok(())
+    }
+}
+
+/// Starts shard `SHARDS[index]`: its cluster, the app role, the database
+/// and the sample rows of the owners it holds.
+async fn start_shard(dir: &Path, index: usize) -> anyhow::Result<PgCluster> {
+    let shard = &SHARDS[index];
+    let spec = ClusterSpec::default()
+        .with_replicas(shard.replicas.len())
+        .with_base_dir(pg_dir(dir))
+        .with_name_prefix(shard.name);
+    let cluster = PgCluster::start(spec).await.context("starting PostgreSQL (primary and replicas)")?;
     cluster.create_user(APP_USER, APP_PASSWORD, true).await.context("creating the app role")?;
     cluster.create_database(DATABASE, APP_USER).await.context("creating the demo database")?;
-    load_sample(cluster.primary()).await.context("loading the sample schema")?;
-    cluster.wait_replicas_caught_up().await.context("waiting for the replica to catch up")?;
+    sample::load(cluster.primary(), index).await?;
+    cluster.wait_replicas_caught_up().await.context("waiting for the replicas to catch up")?;
     Ok(cluster)
 }
 
-/// Connects to the demo database as the app role over the primary's Unix
-/// socket (always trusted) and loads the schema, so the app owns it.
-async fn load_sample(primary: &PgServer) -> anyhow::Result<()> {
-    let mut config = primary.socket_config();
-    config.user(APP_USER).dbname(DATABASE).application_name("meridian-demo");
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    let driver = tokio::spawn(connection);
-    let result = client.batch_execute(SAMPLE_SQL).await;
-    drop(client);
-    // The connection ends once the client is gone; its error, if any, is
-    // already in `result`.
-    let _ = driver.await;
-    result?;
-    Ok(())
-}
-
-/// The JSON description of each server of `cluster`.
-pub fn describe(cluster: &PgCluster) -> Vec<PostgresServer> {
-    cluster
+/// The JSON description of every server; with the relays once `network`
+/// runs.
+pub fn describe(shards: &Shards, network: Option<&Network>) -> Vec<PostgresServer> {
+    shards
         .servers()
-        .iter()
-        .map(|server| PostgresServer {
-            name: server.name().to_owned(),
-            shard: SHARD.into(),
-            region: REGION.into(),
-            role: server.role().to_string(),
-            host: server.host().to_string(),
-            port: server.port(),
-            pid: server.pid(),
-            data_dir: server.data_dir().to_path_buf(),
-            url: Some(format!("postgresql://{APP_USER}:{APP_PASSWORD}@{}:{}/{DATABASE}", server.host(), server.port())),
-            log_file: Some(server.log_file().to_path_buf()),
-            extra: Default::default(),
+        .into_iter()
+        .map(|Server { place, pg }| {
+            let link = network.and_then(|n| n.link(&place.name));
+            PostgresServer {
+                shard: place.shard.into(),
+                region: place.region.to_string(),
+                role: pg.role().to_string(),
+                host: pg.host().to_string(),
+                port: pg.port(),
+                pid: pg.pid(),
+                data_dir: pg.data_dir().to_path_buf(),
+                url: Some(format!("postgresql://{APP_USER}:{APP_PASSWORD}@{}:{}/{DATABASE}", pg.host(), pg.port())),
+                log_file: Some(pg.log_file().to_path_buf()),
+                relay_port: link.map(|l| l.relay.local_addr().port()),
+                latency_ms: link.map(|l| (l.delay * 2).as_secs_f64() * 1000.0),
+                name: place.name,
+                extra: Default::default(),
+            }
         })
         .collect()
 }
@@ -100,80 +148,25 @@ pub async fn stop_servers(dir: &Path, servers: &[PostgresServer]) -> Vec<anyhow:
         }
     }
     // Replicas first, like harness does: they would only complain about
-    // the lost primary otherwise.
-    targets.reverse();
+    // the lost primary otherwise. Within each group, all at once.
+    let (primaries, replicas): (Vec<_>, Vec<_>) = targets.into_iter().partition(|(data_dir, _)| {
+        data_dir.parent().and_then(Path::file_name).is_some_and(|name| name.to_string_lossy().ends_with("-primary"))
+    });
     let mut errors = Vec::new();
-    for (data_dir, pid) in targets {
-        match harness::stop_server(&data_dir, pid).await {
-            Ok(()) => {}
-            // The recorded server is gone and its pid now belongs to
-            // another PostgreSQL server, which is not ours to stop.
-            Err(harness::Error::NotOurServer { .. }) => {
-                tracing::info!(pid, data_dir = %data_dir.display(), "recorded server is gone (pid reused)");
+    for group in [replicas, primaries] {
+        let stops = group.iter().map(|(data_dir, pid)| async move {
+            match harness::stop_server(data_dir, *pid).await {
+                Ok(()) => None,
+                // The recorded server is gone and its pid now belongs to
+                // another PostgreSQL server, which is not ours to stop.
+                Err(harness::Error::NotOurServer { .. }) => {
+                    tracing::info!(pid, data_dir = %data_dir.display(), "recorded server is gone (pid reused)");
+                    None
+                }
+                Err(e) => Some(anyhow::Error::new(e).context(format!("stopping the server in {}", data_dir.display()))),
             }
-            Err(e) => {
-                errors.push(anyhow::Error::new(e).context(format!("stopping the server in {}", data_dir.display())))
-            }
-        }
+        });
+        errors.extend(futures_util::future::join_all(stops).await.into_iter().flatten());
     }
     errors
 }
-
-/// The sample schema: owners, their pets, and the sessions in which they
-/// watched them, all keyed by `owner_id` (the future shard key). The data
-/// is deterministic so examples and tests can rely on it: 100 owners, 250
-/// pets, 600 watch sessions.
-pub const SAMPLE_SQL: &str = r#"
-CREATE TABLE owners (
-    owner_id   bigint PRIMARY KEY,
-    name       text NOT NULL,
-    email      text NOT NULL,
-    city       text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-
-CREATE TABLE pets (
-    owner_id bigint NOT NULL REFERENCES owners (owner_id),
-    pet_id   bigint GENERATED BY DEFAULT AS IDENTITY,
-    name     text NOT NULL,
-    species  text NOT NULL,
-    born_on  date,
-    PRIMARY KEY (owner_id, pet_id)
-);
-
-CREATE TABLE watch_sessions (
-    owner_id   bigint NOT NULL,
-    session_id bigint GENERATED BY DEFAULT AS IDENTITY,
-    pet_id     bigint NOT NULL,
-    started_at timestamptz NOT NULL,
-    minutes    integer NOT NULL CHECK (minutes > 0),
-    PRIMARY KEY (owner_id, session_id),
-    FOREIGN KEY (owner_id, pet_id) REFERENCES pets (owner_id, pet_id)
-);
-CREATE INDEX watch_sessions_owner_started ON watch_sessions (owner_id, started_at);
-
-INSERT INTO owners (owner_id, name, email, city, created_at)
-SELECT i,
-       (ARRAY['Ada','Grace','Alan','Edsger','Barbara','Donald','Frances','Ken','Radia','Tim'])[1 + i % 10]
-         || ' ' || (ARRAY['Lovelace','Hopper','Turing','Dijkstra','Liskov','Knuth','Allen','Thompson','Perlman','Berners-Lee'])[1 + (i / 10) % 10],
-       'owner' || i || '@example.com',
-       (ARRAY['Lisbon','Oslo','Denver','Osaka','Cape Town'])[1 + i % 5],
-       timestamptz '2024-01-01 00:00:00+00' + i * interval '1 day'
-FROM generate_series(1, 100) AS i;
-
-INSERT INTO pets (owner_id, pet_id, name, species, born_on)
-SELECT 1 + (i - 1) % 100,
-       i,
-       (ARRAY['Rex','Luna','Milo','Bella','Ziggy','Nala','Otis','Pixel','Mochi','Biscuit','Pepper','Juno'])[1 + i % 12],
-       (ARRAY['dog','cat','rabbit','parrot','tortoise'])[1 + i % 5],
-       date '2012-01-01' + (i * 37) % 4000
-FROM generate_series(1, 250) AS i;
-
-INSERT INTO watch_sessions (owner_id, session_id, pet_id, started_at, minutes)
-SELECT 1 + (p - 1) % 100, i, p, timestamptz '2025-01-01 00:00:00+00' + i * interval '37 minutes', 5 + (i * 7) % 55
-FROM generate_series(1, 600) AS i, LATERAL (SELECT 1 + (i - 1) % 250 AS p) AS pet;
-
-SELECT setval(pg_get_serial_sequence('pets', 'pet_id'), (SELECT max(pet_id) FROM pets));
-SELECT setval(pg_get_serial_sequence('watch_sessions', 'session_id'), (SELECT max(session_id) FROM watch_sessions));
-ANALYZE owners, pets, watch_sessions;
-"#;

@@ -14,11 +14,22 @@
 //! `flock` on `DIR/demo.lock` for its whole life, and every start checks it
 //! (and the pid recorded in demo.json) first.
 //!
-//! Modules: [`run`] is the demo process, [`cluster`] the PostgreSQL side,
-//! [`state`] the demo.json file, [`stop`] the stop command.
+//! What it runs (docs/demo.md): two shards, `s1` and `s2`, each a primary
+//! and two streaming replicas spread over three simulated regions, and one
+//! Meridian node in `us-east` that reaches every server through a relay
+//! adding the latency between the regions.
+//!
+//! Modules: [`run`] is the demo process; [`layout`] says where everything
+//! is and how far apart; [`cluster`] is the PostgreSQL side and [`sample`]
+//! its data; [`network`] the relays; [`node_config`] the node's generated
+//! files; [`state`] the demo.json file; [`stop`] the stop command.
 
 mod cluster;
+mod layout;
+mod network;
+mod node_config;
 mod run;
+mod sample;
 pub mod state;
 mod stop;
 
@@ -41,8 +52,6 @@ pub const APP_PASSWORD: &str = "app";
 pub const DATABASE: &str = "demo";
 /// The one Meridian node's id.
 pub const NODE_ID: &str = "meridian-1";
-/// The region of every part, until the demo simulates several.
-pub const REGION: &str = "local";
 
 /// The demo process's log when detached.
 const LOG_FILE: &str = "demo.log";
@@ -237,7 +246,7 @@ async fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
     false
 }
 
-/// Prints how to connect and how to stop.
+/// Prints how to connect, how to watch the routing, and how to stop.
 fn print_ready(state: &DemoState, detached: bool) {
     use std::fmt::Write as _;
     let dir = state.dir.display();
@@ -247,17 +256,67 @@ fn print_ready(state: &DemoState, detached: bool) {
     for node in &state.meridian_nodes {
         let _ = writeln!(out, "  psql \"{}\"      # {} ({})", node.client_url, node.id, node.region);
     }
-    let _ = writeln!(out, "\nStraight to PostgreSQL, bypassing Meridian (for comparison):");
-    for server in &state.postgres_servers {
-        let url = server.url.clone().unwrap_or_else(|| {
-            let (user, password, db) = (&state.app_user, &state.app_password, &state.database);
-            format!("postgresql://{user}:{password}@{}:{}/{db}", server.host, server.port)
-        });
-        let _ = writeln!(out, "  psql \"{url}\"      # {} ({}, shard {})", server.name, server.role, server.shard);
+    let from = state.meridian_nodes.first().map_or("Meridian", |n| n.id.as_str());
+    let _ = writeln!(
+        out,
+        "\nPostgreSQL, straight to each server (bypassing Meridian and the simulated latency);\n\
+         the last column is the round trip {from} sees through the relay in front of it:"
+    );
+    let urls: Vec<String> = state.postgres_servers.iter().map(|server| server_url(state, server)).collect();
+    let width = urls.iter().map(String::len).max().unwrap_or(0) + 2;
+    let name_width = state.postgres_servers.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for (server, url) in state.postgres_servers.iter().zip(&urls) {
+        let quoted = format!("\"{url}\"");
+        let rtt = server.latency_ms.map(|ms| format!("{ms:>5.0} ms")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  psql {quoted:<width$}  # {:<name_width$}  {:<7}  {:<8}  {rtt}",
+            server.name, server.role, server.region
+        );
     }
-    let _ = writeln!(out, "\nSample data: owners (100 rows), pets (250), watch_sessions (600), keyed by owner_id.");
-    let _ = writeln!(out, "  e.g. SELECT species, count(*) FROM pets GROUP BY species;\n");
-    let _ = writeln!(out, "State: {dir}/demo.json   Config: {dir}/meridian.toml");
+
+    let shards: Vec<&str> = layout::SHARDS.iter().map(|s| s.name).collect();
+    let examples = example_owners();
+    let _ = writeln!(
+        out,
+        "\nSample data: owners ({} rows), pets ({}), watch_sessions ({}), sharded by owner_id\n\
+         (hash over {}): {}.",
+        sample::OWNERS,
+        sample::PETS,
+        sample::WATCH_SESSIONS,
+        shards.join(", "),
+        examples.iter().map(|(id, shard)| format!("owner {id} is on {shard}")).collect::<Vec<_>>().join(", ")
+    );
+    if let Some(node) = state.meridian_nodes.first() {
+        let url = &node.client_url;
+        let _ = writeln!(
+            out,
+            "\nWatch the routing: inet_server_port() is the port of the server that answered (above).\n\
+             Keyed reads go to the shard's nearest fresh replica, writes to its primary:"
+        );
+        for (id, shard) in &examples {
+            let _ = writeln!(
+                out,
+                "  psql \"{url}\" -c \"SELECT inet_server_port(), name FROM owners WHERE owner_id = {id}\"      # {shard}"
+            );
+        }
+        if let Some((id, _)) = examples.first() {
+            let _ = writeln!(
+                out,
+                "  psql \"{url}\" -c \"INSERT INTO pets (owner_id, name, species) VALUES ({id}, 'Newbie', 'dog') RETURNING pet_id, inet_server_port()\"\n\
+                 \x20 psql \"{url}\" -c \"SET meridian.read_consistency = primary\" -c \"SELECT inet_server_port() FROM owners WHERE owner_id = {id}\"\n\
+                 \x20 (meridian.read_consistency: read_your_writes (default), nearest or primary; \\timing in psql shows the distance)"
+            );
+            let admin = admin_url(&node.client_url);
+            let _ = writeln!(
+                out,
+                "Admin console (in progress, user {} is an admin):\n\
+                 \x20 psql \"{admin}\" -c \"EXPLAIN ROUTE SELECT * FROM owners WHERE owner_id = {id}\"",
+                state.app_user
+            );
+        }
+    }
+    let _ = writeln!(out, "\nState: {dir}/demo.json   Config: {dir}/meridian.toml   Guide: docs/demo.md");
     if detached {
         let _ = writeln!(out, "Log:   {dir}/{LOG_FILE}");
         let _ = writeln!(out, "Stop:  meridian demo stop --dir {dir}");
@@ -265,6 +324,33 @@ fn print_ready(state: &DemoState, detached: bool) {
         let _ = writeln!(out, "Stop:  Ctrl-C here, or `meridian demo stop --dir {dir}`");
     }
     say(out.trim_end());
+}
+
+/// The app user straight to `server`.
+fn server_url(state: &DemoState, server: &state::PostgresServer) -> String {
+    server.url.clone().unwrap_or_else(|| {
+        let (user, password, db) = (&state.app_user, &state.app_password, &state.database);
+        format!("postgresql://{user}:{password}@{}:{}/{db}", server.host, server.port)
+    })
+}
+
+/// The lowest sample owner of each shard: examples that land on
+/// different shards.
+fn example_owners() -> Vec<(i64, &'static str)> {
+    layout::SHARDS
+        .iter()
+        .filter_map(|shard| {
+            (1..=sample::OWNERS).find(|id| layout::shard_of(*id).name == shard.name).map(|id| (id, shard.name))
+        })
+        .collect()
+}
+
+/// The admin console's URL: database `meridian` on the node's port.
+fn admin_url(client_url: &str) -> String {
+    match client_url.rsplit_once('/') {
+        Some((server, _database)) => format!("{server}/meridian"),
+        None => client_url.to_owned(),
+    }
 }
 
 /// Prints a line on stdout; a closed stdout (the terminal went away) is

@@ -1,31 +1,37 @@
 //! The demo process itself (`meridian demo` in the foreground, and the
-//! child that `--detach` starts): PostgreSQL, one Meridian node served
-//! in-process, `demo.json`, and an orderly stop on SIGINT or SIGTERM.
+//! child that `--detach` starts): PostgreSQL, the relays that simulate the
+//! regions, one Meridian node served in-process, `demo.json`, and an
+//! orderly stop on SIGINT or SIGTERM.
 //!
 //! ```text
 //!   lock DIR/demo.lock ─▶ clean up a previous run ─▶ demo.json "starting"
-//!     ─▶ PostgreSQL s1 (primary + replica), app role, demo db, sample data
-//!     ─▶ meridian.toml + users.toml ─▶ Node::bind + serve ─▶ SELECT 1 through it
+//!     ─▶ shards s1 and s2 (primary + 2 replicas each, concurrently), app role, demo db, sample data
+//!     ─▶ a delaying relay in front of each server ─▶ users.toml + meridian.toml
+//!     ─▶ Node::bind + serve ─▶ SELECT 1 through it ─▶ probes have seen every replica
 //!     ─▶ demo.json "ready" ─▶ wait for SIGINT/SIGTERM
-//!     ─▶ node stops ─▶ PostgreSQL stops ─▶ demo.json "stopped"
+//!     ─▶ node stops ─▶ relays stop ─▶ PostgreSQL stops ─▶ demo.json "stopped"
 //! ```
 //!
-//! Ownership: this function owns the cluster (whose `Drop` stops any server
-//! still running, also on a panic) and the node's serve task, which it
-//! always awaits before returning. A signal during startup abandons it and
-//! stops whatever had started.
+//! Ownership: this function owns the shards (whose `Drop` stops any server
+//! still running, also on a panic), the relays (whose `Drop` resets their
+//! connections) and the node's serve task, which it always awaits before
+//! returning. A signal during startup abandons it and stops whatever had
+//! started.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use harness::PgCluster;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinHandle;
 
+use super::cluster::{self, Shards};
+use super::layout::{MERIDIAN_REGION, SHARDS};
+use super::network::Network;
+use super::node_config;
 use super::state::{DemoState, MeridianNode, Status, now_rfc3339};
-use super::{APP_PASSWORD, APP_USER, DATABASE, NODE_ID, REGION, cluster};
+use super::{APP_PASSWORD, APP_USER, DATABASE, NODE_ID};
 use crate::{Config, Node, NodeHandle};
 
 /// How many times we pick another port when the node's was taken meanwhile.
@@ -34,9 +40,11 @@ const BIND_ATTEMPTS: usize = 5;
 /// How long the node may take to answer its first query.
 const SELF_CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How long sessions may finish their transaction on SIGTERM; well below
-/// the 15 s `meridian demo stop` waits before SIGKILL.
-const SHUTDOWN_GRACE: &str = "5s";
+/// How long we wait for the node's health probes to reach every replica
+/// (the first probe of an ap-south replica takes about 0.8 s). Until then
+/// reads go to primaries, so a slow probe only delays "ready" this long,
+/// with a warning.
+const PROBE_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs the demo in `dir` until a signal. `log_file` is where our output
 /// goes when detached (recorded in demo.json).
@@ -65,53 +73,63 @@ pub async fn run(dir: &Path, log_file: Option<PathBuf>) -> anyhow::Result<()> {
 
     let started = tokio::select! {
         // cancel safety: on a signal the startup future is dropped, which
-        // drops the half-started cluster and so stops its servers.
-        r = cluster::start(dir) => r,
+        // drops the half-started clusters and so stops their servers.
+        r = Shards::start(dir) => r,
         name = signals.recv() => Err(anyhow::anyhow!("interrupted by {name} during startup")),
     };
-    let cluster = match started {
-        Ok(cluster) => cluster,
+    let shards = match started {
+        Ok(shards) => shards,
         Err(e) => return fail(dir, &mut state, None, e).await,
     };
-    state.postgres_servers = cluster::describe(&cluster);
+    state.postgres_servers = cluster::describe(&shards, None);
     if let Err(e) = state.write(dir) {
-        return fail(dir, &mut state, Some(cluster), e).await;
+        return fail(dir, &mut state, Some(shards), e).await;
     }
 
-    let (node, addr) = match bind_node(dir, &cluster).await {
+    let network = match Network::start(&shards, MERIDIAN_REGION).await {
+        Ok(network) => network,
+        Err(e) => return fail(dir, &mut state, Some(shards), e).await,
+    };
+    state.postgres_servers = cluster::describe(&shards, Some(&network));
+    let (node, addr) = match bind_node(dir, &shards, &network).await {
         Ok(bound) => bound,
-        Err(e) => return fail(dir, &mut state, Some(cluster), e).await,
+        Err(e) => return fail(dir, &mut state, Some(shards), e).await,
     };
     let handle = node.handle();
     let serve = tokio::spawn(node.serve());
     let client_url = format!("postgresql://{APP_USER}:{APP_PASSWORD}@{}:{}/{DATABASE}", addr.ip(), addr.port());
 
     let checked = tokio::select! {
-        // cancel safety: check_url only opens a client connection.
-        r = check_url(&client_url, SELF_CHECK_TIMEOUT) => r.context("querying through the new Meridian node"),
+        // cancel safety: check_url only opens a client connection, and
+        // wait_probed only reads the node's health.
+        r = async {
+            check_url(&client_url, SELF_CHECK_TIMEOUT).await.context("querying through the new Meridian node")?;
+            wait_probed(&handle).await;
+            anyhow::Ok(())
+        } => r,
         name = signals.recv() => Err(anyhow::anyhow!("interrupted by {name} during startup")),
     };
     if let Err(e) = checked {
         stop_node(&handle, serve, &mut signals).await;
-        return fail(dir, &mut state, Some(cluster), e).await;
+        return fail(dir, &mut state, Some(shards), e).await;
     }
 
     state.status = Status::Ready;
-    state.config_file = Some(dir.join("meridian.toml"));
-    state.users_file = Some(dir.join("users.toml"));
+    state.config_file = Some(dir.join(node_config::CONFIG_FILE));
+    state.users_file = Some(dir.join(node_config::USERS_FILE));
     state.meridian_nodes = vec![MeridianNode {
         id: NODE_ID.into(),
-        region: REGION.into(),
+        region: MERIDIAN_REGION.to_string(),
         client_url,
         admin_url: None,
         http_url: None,
         pid: std::process::id(),
         extra: Default::default(),
     }];
-    state.postgres_servers = cluster::describe(&cluster);
+    state.postgres_servers = cluster::describe(&shards, Some(&network));
     if let Err(e) = state.write(dir) {
         stop_node(&handle, serve, &mut signals).await;
-        return fail(dir, &mut state, Some(cluster), e).await;
+        return fail(dir, &mut state, Some(shards), e).await;
     }
     tracing::info!(dir = %dir.display(), "demo ready");
     super::print_ready(&state, state.log_file.is_some());
@@ -136,7 +154,8 @@ pub async fn run(dir: &Path, log_file: Option<PathBuf>) -> anyhow::Result<()> {
     if !serve.is_finished() {
         stop_node(&handle, serve, &mut signals).await;
     }
-    let stopped = shutdown_cluster(dir, cluster, &state).await;
+    network.shutdown().await;
+    let stopped = shutdown_cluster(dir, shards, &state).await;
     state.status = Status::Stopped;
     state.stopped_at = Some(now_rfc3339());
     state.write(dir)?;
@@ -198,33 +217,13 @@ async fn clean_previous_run(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Writes meridian.toml and users.toml and binds the node on a free port.
-async fn bind_node(dir: &Path, cluster: &PgCluster) -> anyhow::Result<(Node, SocketAddr)> {
-    use std::os::unix::fs::PermissionsExt;
-    let secret = crate::auth::make_secret(crate::auth::SecretKind::ScramSha256, APP_USER, APP_PASSWORD);
-    let users_file = dir.join("users.toml");
-    let users = format!(
-        "# Written by `meridian demo`.\n[[user]]\nname = \"{APP_USER}\"\nauth = \"scram-sha-256\"\nsecret = \"{secret}\"\nbackend_password = \"{APP_PASSWORD}\"\nadmin = true\n"
-    );
-    std::fs::write(&users_file, users).with_context(|| format!("writing {}", users_file.display()))?;
-    std::fs::set_permissions(&users_file, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod 0600 {}", users_file.display()))?;
-
-    let config_file = dir.join("meridian.toml");
+/// Writes users.toml and meridian.toml and binds the node on a free port.
+async fn bind_node(dir: &Path, shards: &Shards, network: &Network) -> anyhow::Result<(Node, SocketAddr)> {
+    node_config::write_users(dir)?;
     let mut last_error = None;
     for _ in 0..BIND_ATTEMPTS {
         let port = harness::free_port()?;
-        let text = format!(
-            "# Written by `meridian demo`; `meridian serve --config {config}` runs the same node.\n\
-             [node]\nname = \"{NODE_ID}\"\nregion = \"{REGION}\"\n\n\
-             [listen]\naddress = \"127.0.0.1:{port}\"\n\n\
-             [auth]\nusers_file = \"users.toml\"\n\n\
-             [backend]\naddress = \"{backend}\"\n\n\
-             [shutdown]\ngrace = \"{SHUTDOWN_GRACE}\"\n",
-            config = config_file.display(),
-            backend = cluster.primary().addr(),
-        );
-        std::fs::write(&config_file, text).with_context(|| format!("writing {}", config_file.display()))?;
+        let config_file = node_config::write_config(dir, port, MERIDIAN_REGION, shards, network)?;
         let config = Config::load(&config_file)?;
         match Node::bind(config).await {
             Ok(node) => {
@@ -239,6 +238,30 @@ async fn bind_node(dir: &Path, cluster: &PgCluster) -> anyhow::Result<(Node, Soc
         }
     }
     Err(anyhow::anyhow!("no free port for the Meridian node: {last_error:?}"))
+}
+
+/// Waits until the node's health probes have found every replica up and
+/// in recovery, so that the first reads can already go to replicas. Gives
+/// up after [`PROBE_WAIT`] with a warning: reads then go to the primaries
+/// until the probes succeed.
+async fn wait_probed(handle: &NodeHandle) {
+    let want: usize = SHARDS.iter().map(|shard| shard.replicas.len()).sum();
+    let deadline = tokio::time::Instant::now() + PROBE_WAIT;
+    loop {
+        let probed = handle.replicas_probed();
+        if probed >= want {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                probed,
+                want,
+                "not every replica answered a health probe yet; reads use primaries until then"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Connects to `url` and runs `SELECT 1`, retrying until `timeout`.
@@ -286,12 +309,12 @@ async fn stop_node(handle: &NodeHandle, mut serve: JoinHandle<()>, signals: &mut
     }
 }
 
-/// Fast-stops every server of the cluster, then anything else found
+/// Fast-stops every server of the shards, then anything else found
 /// running in `DIR/pg`.
-async fn shutdown_cluster(dir: &Path, cluster: PgCluster, state: &DemoState) -> anyhow::Result<()> {
-    let result = cluster.stop().await.context("stopping PostgreSQL");
-    // Dropping the cluster stops (immediately) whatever `stop` missed.
-    drop(cluster);
+async fn shutdown_cluster(dir: &Path, shards: Shards, state: &DemoState) -> anyhow::Result<()> {
+    let result = shards.stop().await;
+    // Dropping the clusters stops (immediately) whatever `stop` missed.
+    drop(shards);
     let errors = cluster::stop_servers(dir, &state.postgres_servers).await;
     result?;
     if let Some(e) = errors.into_iter().next() {
@@ -301,15 +324,10 @@ async fn shutdown_cluster(dir: &Path, cluster: PgCluster, state: &DemoState) -> 
 }
 
 /// Startup failed: stop what started, record the error, return it.
-async fn fail(
-    dir: &Path,
-    state: &mut DemoState,
-    cluster: Option<PgCluster>,
-    error: anyhow::Error,
-) -> anyhow::Result<()> {
+async fn fail(dir: &Path, state: &mut DemoState, shards: Option<Shards>, error: anyhow::Error) -> anyhow::Result<()> {
     tracing::error!(error = %format!("{error:#}"), "demo startup failed; stopping what had started");
-    let stopped = match cluster {
-        Some(cluster) => shutdown_cluster(dir, cluster, state).await,
+    let stopped = match shards {
+        Some(shards) => shutdown_cluster(dir, shards, state).await,
         None => match cluster::stop_servers(dir, &state.postgres_servers).await.into_iter().next() {
             Some(e) => Err(e),
             None => Ok(()),

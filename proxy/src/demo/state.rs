@@ -89,12 +89,16 @@ pub struct MeridianNode {
 /// One PostgreSQL server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PostgresServer {
-    /// Such as `s1-primary`, `s1-replica-1`.
+    /// Such as `s1-primary`, `s1-replica-eu-west`: the node name in
+    /// Meridian's topology (the data directory keeps the harness's
+    /// numbering, `pg/s1-replica-1`).
     pub name: String,
     pub shard: String,
     pub region: String,
     /// `primary` or `replica`.
     pub role: String,
+    /// The server's own address: direct access, bypassing Meridian and the
+    /// simulated latency.
     pub host: String,
     pub port: u16,
     /// The postmaster, while it runs.
@@ -105,6 +109,14 @@ pub struct PostgresServer {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_file: Option<PathBuf>,
+    /// The fault relay (on `host`) through which the Meridian node reaches
+    /// this server: its address in the node's topology.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_port: Option<u16>,
+    /// The round-trip time the relay adds between the Meridian node and
+    /// this server, in milliseconds (half of it each way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }

@@ -15,9 +15,11 @@
 //!
 //! This module does the I/O; [`protocol`] decides what each message means.
 
+mod everywhere;
 pub mod params;
 pub mod prepared;
 mod protocol;
+pub(crate) mod route;
 
 use std::time::Duration;
 
@@ -34,6 +36,7 @@ use crate::wire::messages::Severity;
 use params::ClientParams;
 pub(crate) use protocol::State;
 use protocol::Verdict;
+use route::Plan;
 
 /// Largest message accepted from a server (PostgreSQL's own limit).
 const MAX_SERVER_MESSAGE: usize = 1 << 30;
@@ -77,6 +80,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn finish(&mut self) {
         let Some(mut conn) = self.server.take() else { return };
         self.st.cancel.set_target(None);
+        self.st.detach();
         if !self.st.idle() {
             return self.st.pool.discard(conn);
         }
@@ -105,7 +109,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 if drain_token.is_cancelled() {
                     return Err(Error::ShuttingDown);
                 }
-                if !self.has_complete_message()? {
+                let mut need_more = !self.has_complete_message()?;
+                if !need_more && self.cbuf[0] == b'X' {
+                    return Ok(());
+                }
+                if !need_more {
+                    let t = self.st.topology();
+                    if self.st.routing(&t) {
+                        match self.st.plan(&self.cbuf)? {
+                            Plan::NeedMore => need_more = true,
+                            Plan::Local { consumed, reply } => {
+                                self.cbuf.advance(consumed);
+                                self.client.write_all(&reply).await?;
+                                continue;
+                            }
+                            Plan::Server { shard, node, reason, begins } => {
+                                tracing::trace!(shard = %t.shards[shard].name, node = %t.nodes[node].name, %reason, "routed");
+                                self.attach_routed(&t, shard, node, begins).await?;
+                            }
+                            Plan::Fanout { sql, shards, consumed } => {
+                                self.cbuf.advance(consumed);
+                                let reply = self.fanout(&t, &sql, &shards).await?;
+                                self.client.write_all(&reply).await?;
+                                continue;
+                            }
+                            Plan::EveryPrimary { sql, consumed } => {
+                                self.cbuf.advance(consumed);
+                                let reply = self.everywhere(&t, &sql).await?;
+                                self.client.write_all(&reply).await?;
+                                continue;
+                            }
+                        }
+                    } else {
+                        self.attach().await?;
+                    }
+                }
+                if need_more {
                     room(&mut self.cbuf, IDLE_READ);
                     // cancel safety: read_buf and cancelled() are cancel safe.
                     let n = tokio::select! {
@@ -118,10 +157,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                     continue;
                 }
-                if self.cbuf[0] == b'X' {
-                    return Ok(());
-                }
-                self.attach().await?;
             }
             if self.st.resync && self.st.pending.is_empty() {
                 self.resync().await?;
@@ -141,7 +176,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if self.st.releasable() {
                 // Everything was answered by us (e.g. only a Close): nothing
                 // to wait for from the server.
-                self.release();
+                self.release().await;
                 continue;
             }
             let idle_deadline = match idle_tx_timeout {
@@ -191,10 +226,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         for m in it.by_ref() {
             let (at, h) = m.map_err(|e| Error::ServerLost(e.to_string()))?;
             let end = at + h.total;
-            if self.st.on_server(h.tag, &buf[at + HEADER_LEN..end], &mut server.state) == Verdict::Drop {
-                self.cout.extend_from_slice(&buf[flushed..at]);
-                flushed = end;
-                modified = true;
+            match self.st.on_server(h.tag, &buf[at + HEADER_LEN..end], &mut server.state) {
+                Verdict::Forward => {}
+                Verdict::Drop => {
+                    self.cout.extend_from_slice(&buf[flushed..at]);
+                    flushed = end;
+                    modified = true;
+                }
+                Verdict::ReadyAs(status) => {
+                    self.cout.extend_from_slice(&buf[flushed..at]);
+                    crate::wire::messages::ready_for_query(&mut self.cout, status);
+                    flushed = end;
+                    modified = true;
+                }
             }
             if self.st.front_is_fake() {
                 self.cout.extend_from_slice(&buf[flushed..end]);
@@ -214,9 +258,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             server.rbuf.advance(consumed);
         }
         if self.st.releasable() {
-            self.release();
+            self.release().await;
         }
         Ok(())
+    }
+
+    /// After a transaction that wrote on a primary with replicas, learn the
+    /// WAL position its commit reached, for read-your-writes. `false` when
+    /// the connection failed (the session then reads from the primary).
+    async fn note_commit(&mut self, conn: &mut ServerConn) -> bool {
+        let Some(a) = self.st.route.attached.clone() else { return true };
+        let t = self.st.topology();
+        let has_replicas = t.shards.get(a.shard).is_some_and(|s| !s.replicas.is_empty());
+        if !has_replicas || self.st.route.consistency != router::route::Consistency::ReadYourWrites {
+            return true;
+        }
+        match conn.query_value("SELECT pg_current_wal_lsn()::text", connect_timeout(&self.st)).await {
+            Ok(Some(v)) if router::lsn::Lsn::parse(&v).is_some() => {
+                self.st.committed(&a.shard_name, router::lsn::Lsn::parse(&v).unwrap_or_default());
+                true
+            }
+            r => {
+                tracing::debug!(result = ?r.map_err(|e| e.to_string()), "cannot read the commit position");
+                self.st.committed(&a.shard_name, router::lsn::Lsn(u64::MAX));
+                false
+            }
+        }
     }
 
     fn has_complete_message(&self) -> Result<bool, Error> {
@@ -244,9 +311,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Ok(())
     }
 
-    fn release(&mut self) {
-        if let Some(conn) = self.server.take() {
+    /// Check out a connection to `node` (of `shard`) for the next request.
+    /// `begins`: the request runs statements, so a held BEGIN goes first.
+    async fn attach_routed(
+        &mut self,
+        t: &router::topology::Topology,
+        shard: usize,
+        node: usize,
+        begins: bool,
+    ) -> Result<(), Error> {
+        let mut node = node;
+        let mut pool = self.st.pool_for(&t.nodes[node].address);
+        let conn = match checkout_synced(&pool, self.st.id, &self.st.params, connect_timeout(&self.st)).await {
+            Ok(c) => c,
+            // A replica that fails between probes: the read goes to the primary.
+            Err(e) if t.nodes[node].role == router::topology::Role::Replica => {
+                tracing::debug!(node = %t.nodes[node].name, error = %e, "replica unavailable; reading from the primary");
+                node = t.shards[shard].primary.unwrap_or_default();
+                pool = self.st.pool_for(&t.nodes[node].address);
+                checkout_synced(&pool, self.st.id, &self.st.params, connect_timeout(&self.st)).await?
+            }
+            Err(e) => return Err(e),
+        };
+        self.st.pool = pool;
+        self.st.attach_to(t, shard, node);
+        self.st.cancel.set_target(Some(CancelTarget { addr: conn.peer, pid: conn.backend_pid, key: conn.backend_key }));
+        self.st.tx_status = if self.st.route.deferred_begin.is_some() && begins { b'T' } else { b'I' };
+        self.server = Some(conn);
+        if begins && let Some((begin, _)) = self.st.route.deferred_begin.take() {
+            crate::wire::messages::query(&mut self.sout, &begin);
+            self.st.push_injected_query();
+        }
+        Ok(())
+    }
+
+    async fn release(&mut self) {
+        if let Some(mut conn) = self.server.take() {
             self.st.cancel.set_target(None);
+            if std::mem::take(&mut self.st.route.wrote) && !self.note_commit(&mut conn).await {
+                self.st.detach();
+                self.st.pool.discard(conn);
+                return;
+            }
+            self.st.detach();
             self.st.pool.checkin(conn);
         }
         shrink(&mut self.cbuf);

@@ -95,25 +95,47 @@ pub struct ClientParams {
     journal: Vec<Journal>,
     in_transaction: bool,
     failed: bool,
+    /// `meridian.*` startup settings: Meridian's own, never sent to a server.
+    pub meridian: Vec<(String, String)>,
 }
 
 impl ClientParams {
     /// Settings from a startup packet's parameters (including `options`).
     pub fn from_startup(params: &[(String, String)]) -> Result<ClientParams, ParamError> {
         let mut startup = BTreeMap::new();
+        let mut meridian = Vec::new();
         for (k, v) in params {
+            if k.to_ascii_lowercase().starts_with("meridian.") {
+                meridian.push((k.to_ascii_lowercase(), v.clone()));
+                continue;
+            }
             if k == "replication" && v != "false" && v != "0" && v != "off" && v != "no" {
                 return Err(ParamError::Replication);
             }
             if k == "options" {
                 for (name, value) in parse_options(v)? {
+                    if name.to_ascii_lowercase().starts_with("meridian.") {
+                        meridian.push((name.to_ascii_lowercase(), value));
+                        continue;
+                    }
                     startup.insert(name.to_ascii_lowercase(), set_config_sql(&name, &value));
                 }
             } else if !NOT_SETTINGS.contains(&k.as_str()) && !k.starts_with("_pq_.") {
                 startup.insert(k.to_ascii_lowercase(), set_config_sql(k, v));
             }
         }
-        Ok(ClientParams { desired: startup.clone(), startup, ..Default::default() })
+        Ok(ClientParams { desired: startup.clone(), startup, meridian, ..Default::default() })
+    }
+
+    /// A `BEGIN` answered by the proxy itself (sent on later).
+    pub fn on_begin(&mut self) {
+        self.in_transaction = true;
+    }
+
+    /// That held `BEGIN` ended by COMMIT/ROLLBACK before any statement ran.
+    pub fn on_end_empty(&mut self) {
+        self.in_transaction = false;
+        self.journal.clear();
     }
 
     /// Must every statement's effect be reported? True while changes wait

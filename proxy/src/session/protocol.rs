@@ -67,6 +67,13 @@ pub(crate) enum Expect {
     },
     /// The client ended a COPY IN (CopyDone/CopyFail): no answer of its own.
     CopyEnd,
+    /// A query we sent for the client (a held `BEGIN`): its CommandComplete
+    /// and ReadyForQuery are ours.
+    InjectedQuery,
+    /// The Parse and Bind of a statement we sent to raise a routing error
+    /// in place of the client's: their answers are ours.
+    RaiseParse,
+    RaiseBind,
 }
 
 /// What the session does with one server message.
@@ -74,6 +81,8 @@ pub(crate) enum Expect {
 pub(crate) enum Verdict {
     Forward,
     Drop,
+    /// Forward a ReadyForQuery with this status instead.
+    ReadyAs(u8),
 }
 
 /// Per-client state that is not a socket.
@@ -112,6 +121,7 @@ pub(crate) struct State {
     copy_in: bool,
     pub(crate) tx_status: u8,
     pub(crate) cancel: CancelHandle,
+    pub(crate) route: super::route::RouteState,
 }
 
 impl State {
@@ -146,7 +156,46 @@ impl State {
             copy_in: false,
             tx_status: b'I',
             cancel,
+            route: Default::default(),
         }
+    }
+
+    /// A query was put in front of the client's for it (a held `BEGIN`).
+    pub(crate) fn push_injected_query(&mut self) {
+        self.pending.push_back(Expect::InjectedQuery);
+    }
+
+    /// The pool for the server at `address`, for this client's database and user.
+    pub(crate) fn pool_for(&self, address: &str) -> Arc<Pool> {
+        if self.pool.key.addr == address {
+            return self.pool.clone();
+        }
+        let key = crate::pool::PoolKey {
+            addr: address.to_owned(),
+            database: self.pool.key.database.clone(),
+            user: self.pool.key.user.clone(),
+        };
+        let users = self.shared.users.load();
+        let password = users.get(&key.user).and_then(|u| u.backend_password.as_ref()).map(|s| s.expose());
+        self.shared.pools.get(&key, password, &self.shared.pool_config.load_full())
+    }
+
+    /// SQL of the last unnamed Parse.
+    pub(crate) fn unnamed_sql(&self) -> &str {
+        &self.unnamed_sql
+    }
+
+    /// SQL of the client's named statement `name`, if it has one.
+    pub(crate) fn statement_sql(&self, name: &[u8]) -> Option<String> {
+        let stmt = self.stmts.get(name)?;
+        let sql = cstr(&stmt.parse_rest).map(|(s, _)| s).unwrap_or_default();
+        Some(String::from_utf8_lossy(sql).into_owned())
+    }
+
+    /// A request (a Query, or messages up to Sync) is on its way and not
+    /// answered yet.
+    fn request_in_flight(&self) -> bool {
+        self.pending.iter().any(|e| matches!(e, Expect::Sync | Expect::Query { .. } | Expect::InjectedQuery))
     }
 
     /// May the server connection go back to the pool now?
@@ -193,6 +242,19 @@ impl State {
 
     /// Handle one server message.
     pub(crate) fn on_server(&mut self, tag: u8, body: &[u8], server: &mut ServerState) -> Verdict {
+        match (self.pending.front(), tag) {
+            (Some(Expect::InjectedQuery), b'Z') => {
+                self.pop();
+                self.tx_status = body.first().copied().unwrap_or(b'I');
+                return Verdict::Drop;
+            }
+            (Some(Expect::InjectedQuery), b'C') => return Verdict::Drop,
+            (Some(Expect::RaiseParse), b'1') | (Some(Expect::RaiseBind), b'2') => {
+                self.pop();
+                return Verdict::Drop;
+            }
+            _ => {}
+        }
         match tag {
             b'1' => match self.pop() {
                 Some(Expect::InjectedParse { .. }) => return Verdict::Drop,
@@ -232,6 +294,12 @@ impl State {
             }
             b'C' | b'I' => {
                 let command = if tag == b'C' { cstr(body).map(|(t, _)| t).unwrap_or_default() } else { &[][..] };
+                if tag == b'C'
+                    && !self.route.wrote
+                    && self.route.attached.as_ref().is_some_and(|a| a.role == router::topology::Role::Primary)
+                {
+                    self.route.wrote = writes(command);
+                }
                 if command == b"DISCARD ALL" || command == b"DEALLOCATE ALL" {
                     server.prepared.clear();
                     self.stmts.clear();
@@ -264,6 +332,11 @@ impl State {
                 }
                 let status = body.first().copied().unwrap_or(b'I');
                 self.tx_status = status;
+                if self.route.deferred_begin.is_some() && status == b'I' {
+                    // A statement prepared while our held BEGIN waits: the
+                    // server is idle, the client is in its transaction.
+                    return Verdict::ReadyAs(b'T');
+                }
                 if self.params.on_ready(status, server) {
                     // After a RESET the server is back at its defaults while
                     // the client expects its startup values.
@@ -366,8 +439,21 @@ impl State {
     ) -> Result<bool, Error> {
         let mut it = Messages::new(cbuf, self.max_message);
         let mut goodbye = false;
+        // With routing, one request at a time between transactions: the
+        // next one may belong on another server.
+        let one_request =
+            self.transaction_mode && self.pinned.is_none() && super::route::routing_needed(&self.topology());
+        let mut done = 0;
         for m in it.by_ref() {
             let (at, h) = m?;
+            if one_request
+                && self.tx_status == b'I'
+                && !matches!(h.tag, b'd' | b'c' | b'f' | b'H')
+                && self.request_in_flight()
+            {
+                break;
+            }
+            done = at + h.total;
             let raw = &cbuf[at..at + h.total];
             let body = &raw[HEADER_LEN..];
             if self.skip_until_sync && h.tag != b'S' && h.tag != b'X' {
@@ -376,6 +462,13 @@ impl State {
             match h.tag {
                 b'Q' => {
                     let sql = cstr(body).map(|(s, _)| s).unwrap_or_default();
+                    let refused = self.check_query(sql);
+                    self.request_sent();
+                    if let Some(e) = refused {
+                        messages::query(sout, &super::route::raise_sql(&e));
+                        self.pending.push_back(Expect::Query { tracked: false });
+                        continue;
+                    }
                     if starts_with_word(sql, b"drop") {
                         self.before_drop_database(sql);
                     }
@@ -401,6 +494,25 @@ impl State {
                     self.unsynced = true;
                     let (portal, rest) = cstr(body).ok_or_else(|| malformed("Bind"))?;
                     let (name, after) = cstr(rest).ok_or_else(|| malformed("Bind"))?;
+                    let refused = if self.route.prechecked || self.route.attached.is_some() {
+                        let sql =
+                            if name.is_empty() { Some(self.unnamed_sql.clone()) } else { self.statement_sql(name) };
+                        sql.and_then(|sql| self.check_bind(&sql, after))
+                    } else {
+                        None
+                    };
+                    if let Some(e) = refused {
+                        // Our own statement fails in its place; the server
+                        // then skips the rest of the batch, up to Sync.
+                        messages::parse_renamed(sout, "", format!("{}\0\0\0", super::route::raise_sql(&e)).as_bytes());
+                        self.pending.push_back(Expect::RaiseParse);
+                        messages::bind_renamed(sout, b"", "", &[0, 0, 0, 0, 0, 0]);
+                        self.pending.push_back(Expect::RaiseBind);
+                        messages::execute(sout);
+                        self.pending.push_back(Expect::Execute { tracked: false });
+                        self.skip_until_sync = true;
+                        continue;
+                    }
                     let tracking = self.tracking();
                     match self.named(name).cloned() {
                         Some(stmt) => {
@@ -459,6 +571,7 @@ impl State {
                 }
                 b'S' => {
                     self.skip_until_sync = false;
+                    self.request_sent();
                     sout.extend_from_slice(raw);
                     if !self.copy_in {
                         self.unsynced = false;
@@ -489,7 +602,7 @@ impl State {
                 self.emit_fakes(cout, server);
             }
         }
-        let n = it.consumed();
+        let n = if goodbye { it.consumed() } else { done };
         cbuf.advance(n);
         Ok(!goodbye)
     }
@@ -560,6 +673,35 @@ impl State {
             }
         }
     }
+}
+
+/// Did a statement with this command tag (may have) written? Reads,
+/// settings and transaction control did not; anything else may have.
+fn writes(tag: &[u8]) -> bool {
+    const NO_WRITE: &[&[u8]] = &[
+        b"SELECT",
+        b"SHOW",
+        b"SET",
+        b"RESET",
+        b"BEGIN",
+        b"START",
+        b"COMMIT",
+        b"ROLLBACK",
+        b"SAVEPOINT",
+        b"RELEASE",
+        b"DISCARD",
+        b"DEALLOCATE",
+        b"PREPARE",
+        b"FETCH",
+        b"MOVE",
+        b"DECLARE",
+        b"CLOSE",
+        b"LISTEN",
+        b"UNLISTEN",
+        b"EXPLAIN",
+    ];
+    let word = tag.split(|b| *b == b' ').next().unwrap_or_default();
+    !NO_WRITE.contains(&word)
 }
 
 /// Does `sql` start (after white space) with `word`, in any case?

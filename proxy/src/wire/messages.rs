@@ -201,6 +201,53 @@ pub fn close_complete(buf: &mut BytesMut) {
     buf.put_slice(&[b'3', 0, 0, 0, 4]);
 }
 
+/// CommandComplete ('C') with `tag`.
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    let at = begin(buf, b'C');
+    put_cstr(buf, tag.as_bytes());
+    finish(buf, at);
+}
+
+/// RowDescription ('T') of text columns with these names.
+pub fn row_description_text(buf: &mut BytesMut, names: &[&str]) {
+    let at = begin(buf, b'T');
+    buf.put_i16(names.len() as i16);
+    for n in names {
+        put_cstr(buf, n.as_bytes());
+        buf.put_u32(0); // table
+        buf.put_i16(0); // column
+        buf.put_u32(25); // text
+        buf.put_i16(-1);
+        buf.put_i32(-1);
+        buf.put_i16(0); // text format
+    }
+    finish(buf, at);
+}
+
+/// DataRow ('D') of text values.
+pub fn data_row_text(buf: &mut BytesMut, values: &[Option<&str>]) {
+    let at = begin(buf, b'D');
+    buf.put_i16(values.len() as i16);
+    for v in values {
+        match v {
+            Some(v) => {
+                buf.put_i32(v.len() as i32);
+                buf.put_slice(v.as_bytes());
+            }
+            None => buf.put_i32(-1),
+        }
+    }
+    finish(buf, at);
+}
+
+/// Execute ('E') of the unnamed portal, all rows.
+pub fn execute(buf: &mut BytesMut) {
+    let at = begin(buf, b'E');
+    buf.put_u8(0);
+    buf.put_i32(0);
+    finish(buf, at);
+}
+
 /// A simple Query ('Q') message.
 pub fn query(buf: &mut BytesMut, sql: &str) {
     let at = begin(buf, b'Q');

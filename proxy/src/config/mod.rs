@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod topology;
+pub use topology::HealthConfig;
+use topology::{RawHealth, RawTopology};
+
 use crate::auth::PoolMode;
 
 /// A broken rule in the configuration, naming the key.
@@ -108,7 +112,10 @@ struct RawConfig {
     auth: RawAuth,
     #[serde(default)]
     pool: RawPool,
-    backend: RawBackend,
+    backend: Option<RawBackend>,
+    topology: Option<RawTopology>,
+    #[serde(default)]
+    health: RawHealth,
     #[serde(default)]
     shutdown: RawShutdown,
 }
@@ -228,7 +235,10 @@ pub struct Config {
     pub tls: TlsConfig,
     pub users_file: PathBuf,
     pub pool: PoolConfig,
-    pub backend: BackendConfig,
+    /// Regions, shards, PostgreSQL nodes, sharding rules: from `[topology]`,
+    /// or the one-shard topology of `[backend] address`.
+    pub topology: router::topology::Topology,
+    pub health: HealthConfig,
     pub shutdown_grace: Duration,
 }
 
@@ -269,12 +279,6 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
     pub connect_timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct BackendConfig {
-    /// The PostgreSQL primary, as `host:port`.
-    pub address: String,
 }
 
 impl Config {
@@ -350,13 +354,32 @@ impl RawConfig {
                 reason: "checkout_timeout and connect_timeout must be above zero".into(),
             });
         }
-        if !self.backend.address.contains(':') {
-            return Err(ConfigError::Address {
-                key: "backend.address",
-                value: self.backend.address,
-                reason: "expected host:port".into(),
-            });
-        }
+        let topology = match (self.backend, self.topology) {
+            (Some(b), None) => {
+                if !b.address.contains(':') {
+                    return Err(ConfigError::Address {
+                        key: "backend.address",
+                        value: b.address,
+                        reason: "expected host:port".into(),
+                    });
+                }
+                topology::single_primary(&b.address, &self.node.region)
+            }
+            (None, Some(t)) => t.validate()?,
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "backend",
+                    reason: "give either [backend] (one primary) or [topology], not both".into(),
+                });
+            }
+            (None, None) => {
+                return Err(ConfigError::Invalid {
+                    key: "backend",
+                    reason: "missing: give [backend] address (one primary) or a [topology]".into(),
+                });
+            }
+        };
+        let health = self.health.validate()?;
         Ok(Config {
             node: NodeConfig {
                 name: self.node.name,
@@ -376,7 +399,8 @@ impl RawConfig {
             tls,
             users_file: resolve(self.auth.users_file),
             pool,
-            backend: BackendConfig { address: self.backend.address },
+            topology,
+            health,
             shutdown_grace: parse_duration("shutdown.grace", &self.shutdown.grace)?,
         })
     }
@@ -485,7 +509,7 @@ mod tests {
 
     #[test]
     fn example_config_parses() {
-        let text = include_str!("../../meridian.example.toml");
+        let text = include_str!("../../../meridian.example.toml");
         Config::parse(text, Path::new(".")).unwrap();
     }
 }

@@ -1,0 +1,185 @@
+//! Admin console statements: text in, [`Command`] out. Keywords are
+//! case-insensitive; the caller has already split the query string into
+//! statements (without their `;`).
+
+use router::lex::{Lexer, Token};
+
+use super::AdminError;
+
+/// One admin statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Command {
+    Show(Topic),
+    /// `EXPLAIN ROUTE <sql>`: the SQL whose route to show (it may hold
+    /// several statements when it was given quoted).
+    ExplainRoute(String),
+}
+
+/// What `SHOW` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Topic {
+    Shards,
+    Nodes,
+    Pools,
+    Clients,
+    Servers,
+    Stats,
+    Latency,
+    Version,
+    Config,
+    Help,
+}
+
+impl Topic {
+    const ALL: [(&'static str, Topic); 10] = [
+        ("SHARDS", Topic::Shards),
+        ("NODES", Topic::Nodes),
+        ("POOLS", Topic::Pools),
+        ("CLIENTS", Topic::Clients),
+        ("SERVERS", Topic::Servers),
+        ("STATS", Topic::Stats),
+        ("LATENCY", Topic::Latency),
+        ("VERSION", Topic::Version),
+        ("CONFIG", Topic::Config),
+        ("HELP", Topic::Help),
+    ];
+
+    fn parse(word: &str) -> Option<Topic> {
+        Topic::ALL.iter().find(|(w, _)| w.eq_ignore_ascii_case(word)).map(|(_, t)| *t)
+    }
+}
+
+/// Every command with a one-line description, for `SHOW HELP`.
+pub(crate) const HELP: &[(&str, &str)] = &[
+    ("SHOW SHARDS", "shards: epoch, primary and replicas with their regions"),
+    ("SHOW NODES", "PostgreSQL servers: role, region, probe state, WAL position, lag, RTT"),
+    ("SHOW POOLS", "server connection pools: occupancy and counters"),
+    ("SHOW CLIENTS", "client sessions: user, database, state, attached server"),
+    ("SHOW SERVERS", "server connections per PostgreSQL server"),
+    ("SHOW STATS", "routing and pool totals per server, and for this node"),
+    ("SHOW LATENCY", "round-trip time from this node to each PostgreSQL server"),
+    ("SHOW VERSION", "Meridian version, node name and region"),
+    ("SHOW CONFIG", "key settings of this node (no secrets)"),
+    ("SHOW HELP", "this list (also HELP)"),
+    ("EXPLAIN ROUTE <sql>", "where <sql> would go, and why; quote it ('...' or $$...$$) to explain several statements"),
+];
+
+/// The hint every syntax error carries.
+pub(crate) const SEE_HELP: &str = "SHOW HELP lists the admin commands.";
+
+/// Parse one admin statement.
+pub(crate) fn parse(stmt: &str) -> Result<Command, AdminError> {
+    let mut lexer = Lexer::new(stmt);
+    let first = lexer.next_token().map(|(_, t)| t);
+    let Some(Token::Word(verb)) = first else {
+        return Err(AdminError::Unknown(abbreviate(stmt)));
+    };
+    if verb.eq_ignore_ascii_case("HELP") {
+        return match lexer.next_token() {
+            None => Ok(Command::Show(Topic::Help)),
+            Some(_) => Err(AdminError::Syntax("HELP takes no arguments".into())),
+        };
+    }
+    if verb.eq_ignore_ascii_case("SHOW") {
+        let topic = match lexer.next_token() {
+            Some((_, Token::Word(w))) => w,
+            _ => return Err(AdminError::Syntax("SHOW needs what to show, such as SHOW SHARDS".into())),
+        };
+        let Some(t) = Topic::parse(topic) else {
+            return Err(AdminError::Unknown(format!("SHOW {}", topic.to_ascii_uppercase())));
+        };
+        if lexer.next_token().is_some() {
+            return Err(AdminError::Syntax(format!("SHOW {} takes no arguments", topic.to_ascii_uppercase())));
+        }
+        return Ok(Command::Show(t));
+    }
+    if verb.eq_ignore_ascii_case("EXPLAIN") {
+        match lexer.next_token() {
+            Some((_, t)) if t.is_keyword("ROUTE") => {}
+            Some((_, Token::Word(w))) => {
+                return Err(AdminError::Unknown(format!("EXPLAIN {}", w.to_ascii_uppercase())));
+            }
+            _ => return Err(AdminError::Syntax("EXPLAIN ROUTE needs a statement: EXPLAIN ROUTE <sql>".into())),
+        }
+        let rest = stmt[lexer.offset()..].trim();
+        if rest.is_empty() {
+            return Err(AdminError::Syntax("EXPLAIN ROUTE needs a statement: EXPLAIN ROUTE <sql>".into()));
+        }
+        return Ok(Command::ExplainRoute(unquote(rest).unwrap_or_else(|| rest.to_owned())));
+    }
+    Err(AdminError::Unknown(verb.to_ascii_uppercase()))
+}
+
+/// The text of `sql` when it is exactly one string or dollar-quoted literal.
+fn unquote(sql: &str) -> Option<String> {
+    let mut lexer = Lexer::new(sql);
+    let (_, tok) = lexer.next_token()?;
+    if lexer.next_token().is_some() {
+        return None;
+    }
+    match tok {
+        Token::String(s) => {
+            let escaped = s.starts_with(['E', 'e']);
+            let inner = s.trim_start_matches(['E', 'e']).strip_prefix('\'')?.strip_suffix('\'')?;
+            let mut text = inner.replace("''", "'");
+            if escaped {
+                text = text.replace("\\'", "'").replace("\\\\", "\\");
+            }
+            Some(text)
+        }
+        Token::DollarString(s) => {
+            let tag_len = s[1..].find('$')? + 2;
+            (s.len() >= 2 * tag_len).then(|| s[tag_len..s.len() - tag_len].to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// The start of an unrecognised statement, for its error message.
+fn abbreviate(stmt: &str) -> String {
+    const MAX: usize = 30;
+    match stmt.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", &stmt[..at]),
+        None => stmt.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands() {
+        assert_eq!(parse("show shards"), Ok(Command::Show(Topic::Shards)));
+        assert_eq!(parse("SHOW Latency"), Ok(Command::Show(Topic::Latency)));
+        assert_eq!(parse("help"), Ok(Command::Show(Topic::Help)));
+        assert_eq!(parse("SHOW HELP"), Ok(Command::Show(Topic::Help)));
+        assert_eq!(parse("  show\n  config "), Ok(Command::Show(Topic::Config)));
+        assert_eq!(parse("/* x */ SHOW CLIENTS"), Ok(Command::Show(Topic::Clients)));
+        assert_eq!(
+            parse("explain route SELECT * FROM owners WHERE owner_id = 1"),
+            Ok(Command::ExplainRoute("SELECT * FROM owners WHERE owner_id = 1".into()))
+        );
+        assert_eq!(
+            parse("EXPLAIN ROUTE 'SELECT ''a''; SELECT 2'"),
+            Ok(Command::ExplainRoute("SELECT 'a'; SELECT 2".into()))
+        );
+        assert_eq!(parse("EXPLAIN ROUTE $q$BEGIN; SELECT 1$q$"), Ok(Command::ExplainRoute("BEGIN; SELECT 1".into())));
+        assert_eq!(parse("EXPLAIN ROUTE $$x$$"), Ok(Command::ExplainRoute("x".into())));
+        assert_eq!(parse("EXPLAIN ROUTE 'a' || 'b'"), Ok(Command::ExplainRoute("'a' || 'b'".into())));
+    }
+
+    #[test]
+    fn errors_name_the_command() {
+        assert_eq!(parse("SHOW FOO"), Err(AdminError::Unknown("SHOW FOO".into())));
+        assert_eq!(parse("select 1"), Err(AdminError::Unknown("SELECT".into())));
+        assert_eq!(parse("EXPLAIN SELECT 1"), Err(AdminError::Unknown("EXPLAIN SELECT".into())));
+        assert!(matches!(parse("EXPLAIN ROUTE"), Err(AdminError::Syntax(_))));
+        assert!(matches!(parse("SHOW"), Err(AdminError::Syntax(_))));
+        assert!(matches!(parse("SHOW SHARDS now"), Err(AdminError::Syntax(_))));
+        assert!(matches!(parse("HELP me"), Err(AdminError::Syntax(_))));
+        assert_eq!(parse("(1)"), Err(AdminError::Unknown("(1)".into())));
+        let long = "x".repeat(100);
+        assert_eq!(parse(&format!("'{long}'")), Err(AdminError::Unknown(format!("'{}...", &long[..29]))));
+    }
+}

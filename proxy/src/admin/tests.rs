@@ -1,0 +1,471 @@
+//! The admin console without PostgreSQL: views and EXPLAIN ROUTE over a
+//! hand-made snapshot, then the console end to end over TCP with
+//! tokio-postgres (the console never talks to a server, so the topology's
+//! addresses need not exist).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use router::lsn::Lsn;
+use tokio::time::Instant;
+use tokio_postgres::SimpleQueryMessage;
+
+use super::command::Topic;
+use super::counters::RouteCounters;
+use super::explain::explain;
+use super::views::{ResultSet, Snapshot};
+use crate::clients::{ClientInfo, ClientMode, ClientState, Clients};
+use crate::config::Config;
+use crate::health::{Health, Probe};
+use crate::pool::{Pool, PoolKey};
+use crate::session::route::AnalysisCache;
+
+/// Two shards in two regions; `owners` sharded by `owner_id`.
+const CONFIG: &str = r#"
+    [node]
+    name = "m1"
+    region = "eu"
+    [listen]
+    address = "127.0.0.1:0"
+    [auth]
+    users_file = "users.toml"
+    [topology]
+    [[topology.shard]]
+    name = "s1"
+    [[topology.shard]]
+    name = "s2"
+    [[topology.node]]
+    name = "s1-a"
+    address = "127.0.0.1:1"
+    shard = "s1"
+    region = "eu"
+    role = "primary"
+    [[topology.node]]
+    name = "s1-b"
+    address = "127.0.0.1:2"
+    shard = "s1"
+    region = "us"
+    role = "replica"
+    [[topology.node]]
+    name = "s1-c"
+    address = "127.0.0.1:3"
+    shard = "s1"
+    region = "eu"
+    role = "replica"
+    [[topology.node]]
+    name = "s2-a"
+    address = "127.0.0.1:4"
+    shard = "s2"
+    region = "us"
+    role = "primary"
+    [[topology.node]]
+    name = "s2-b"
+    address = "127.0.0.1:5"
+    shard = "s2"
+    region = "eu"
+    role = "replica"
+    [[topology.table]]
+    name = "owners"
+    column = "owner_id"
+    type = "int"
+    hash = ["s1", "s2"]
+"#;
+
+fn config() -> Config {
+    Config::parse(CONFIG, Path::new(".")).expect("test config")
+}
+
+struct Fixture {
+    config: Arc<Config>,
+    health: Health,
+    clients: Arc<Clients>,
+    routes: RouteCounters,
+    analyses: AnalysisCache,
+    pools: Vec<Arc<Pool>>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            config: Arc::new(config()),
+            health: Health::default(),
+            clients: Arc::new(Clients::default()),
+            routes: RouteCounters::default(),
+            analyses: AnalysisCache::default(),
+            pools: Vec::new(),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            topology: Arc::new(self.config.topology.clone()),
+            config: self.config.clone(),
+            health: &self.health,
+            pools: self.pools.clone(),
+            clients: self.clients.list(),
+            routes: &self.routes,
+            analyses: &self.analyses,
+            uptime: Duration::from_secs(42),
+            now: Instant::now(),
+        }
+    }
+
+    /// Record a probe of `name`: up with `lsn` (a replica when `replica`),
+    /// with round trip `rtt_ms`.
+    fn probe(&self, name: &str, replica: bool, lsn: u64, rtt_ms: u64) {
+        let n = self.config.topology.nodes.iter().find(|n| n.name == name).expect("node");
+        let st = self.health.status(&n.name, &n.address);
+        st.probe.store(Arc::new(Probe {
+            at: Some(Instant::now()),
+            reachable: true,
+            in_recovery: replica,
+            lsn: Some(Lsn(lsn)),
+            receive_lsn: replica.then_some(Lsn(lsn)),
+            replay_age: None,
+            replay_paused: false,
+            error: None,
+        }));
+        st.record_rtt(Duration::from_millis(rtt_ms));
+        st.probes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn probe_failed(&self, name: &str) {
+        let n = self.config.topology.nodes.iter().find(|n| n.name == name).expect("node");
+        let st = self.health.status(&n.name, &n.address);
+        st.probe.store(Arc::new(Probe {
+            at: Some(Instant::now()),
+            error: Some("connection refused".into()),
+            ..Probe::default()
+        }));
+        st.probes.fetch_add(1, Ordering::Relaxed);
+        st.probe_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every server up; the nearest replica of s1 is s1-c (eu, 1 ms).
+    fn all_up(&self) {
+        self.probe("s1-a", false, 1000, 2);
+        self.probe("s1-b", true, 1000, 80);
+        self.probe("s1-c", true, 1000, 1);
+        self.probe("s2-a", false, 500, 90);
+        self.probe("s2-b", true, 500, 3);
+    }
+}
+
+fn row<'a>(rs: &'a ResultSet, key: &str) -> Vec<Option<&'a str>> {
+    let r = rs.rows.iter().find(|r| r[0].as_deref() == Some(key)).unwrap_or_else(|| panic!("no row {key}: {rs:?}"));
+    r.iter().map(Option::as_deref).collect()
+}
+
+fn cell<'a>(rs: &'a ResultSet, key: &str, column: &str) -> Option<&'a str> {
+    let i = rs.columns.iter().position(|c| *c == column).unwrap_or_else(|| panic!("no column {column}"));
+    row(rs, key)[i]
+}
+
+#[test]
+fn shards_show_primaries_replicas_and_regions() {
+    let f = Fixture::new();
+    let rs = f.snapshot().show(Topic::Shards);
+    assert_eq!(rs.columns, ["name", "epoch", "primary", "primary_region", "replicas", "default"]);
+    assert_eq!(
+        row(&rs, "s1"),
+        [Some("s1"), Some("1"), Some("s1-a"), Some("eu"), Some("s1-b (us), s1-c (eu)"), Some("t")]
+    );
+    assert_eq!(row(&rs, "s2"), [Some("s2"), Some("1"), Some("s2-a"), Some("us"), Some("s2-b (eu)"), Some("f")]);
+}
+
+#[test]
+fn nodes_and_latency_follow_the_probes() {
+    let f = Fixture::new();
+    f.probe("s1-a", false, 5000, 2);
+    f.probe("s1-b", true, 4000, 80);
+    f.probe_failed("s2-a");
+    let snap = f.snapshot();
+    let rs = snap.show(Topic::Nodes);
+    assert_eq!(cell(&rs, "s1-a", "state"), Some("up"));
+    assert_eq!(cell(&rs, "s1-a", "in_recovery"), Some("f"));
+    assert_eq!(cell(&rs, "s1-a", "lsn"), Some("0/1388"));
+    assert_eq!(cell(&rs, "s1-a", "lag_bytes"), None);
+    assert_eq!(cell(&rs, "s1-b", "role"), Some("replica"));
+    assert_eq!(cell(&rs, "s1-b", "region"), Some("us"));
+    assert_eq!(cell(&rs, "s1-b", "lag_bytes"), Some("1000"));
+    assert_eq!(cell(&rs, "s1-b", "rtt_ms"), Some("80.00"));
+    assert_eq!(cell(&rs, "s1-c", "state"), Some("unknown"));
+    assert_eq!(cell(&rs, "s1-c", "last_probe_ms_ago"), None);
+    assert_eq!(cell(&rs, "s2-a", "state"), Some("down"));
+    assert_eq!(cell(&rs, "s2-a", "error"), Some("connection refused"));
+    assert_eq!(cell(&rs, "s2-a", "in_recovery"), None);
+    let rs = snap.show(Topic::Latency);
+    assert_eq!(cell(&rs, "s1-b", "rtt_ms"), Some("80.00"));
+    assert_eq!(cell(&rs, "s1-b", "shard"), Some("s1"));
+    assert_eq!(cell(&rs, "s2-a", "probes"), Some("1"));
+    assert_eq!(cell(&rs, "s2-a", "probe_failures"), Some("1"));
+    assert_eq!(cell(&rs, "s2-a", "last_error"), Some("connection refused"));
+    assert_eq!(cell(&rs, "s2-b", "rtt_ms"), None);
+}
+
+#[test]
+fn pools_clients_servers_and_stats() {
+    let mut f = Fixture::new();
+    let pool_config = Arc::new(f.config.pool.clone());
+    let key = |addr: &str| PoolKey { addr: addr.into(), database: "app".into(), user: "alice".into() };
+    f.pools.push(Arc::new(Pool::new(key("127.0.0.1:1"), None, pool_config.clone())));
+    f.pools.push(Arc::new(Pool::new(key("10.0.0.9:5432"), None, pool_config)));
+    f.pools[0].stats.checkouts.fetch_add(3, Ordering::Relaxed);
+    f.pools[0].stats.waits.fetch_add(2, Ordering::Relaxed);
+    f.pools[0].stats.wait_micros.fetch_add(3000, Ordering::Relaxed);
+    let info = |id, mode| ClientInfo {
+        id,
+        user: "alice".into(),
+        database: "app".into(),
+        peer: Some("10.1.1.1:5000".parse().unwrap()),
+        tls: id == 2,
+        mode,
+    };
+    let a = f.clients.register(info(1, ClientMode::Transaction));
+    let b = f.clients.register(info(2, ClientMode::Admin));
+    a.set_attached(Some("s1-a"));
+    a.observe(false, b'T');
+    b.set_state(ClientState::Active);
+    let topology = f.config.topology.clone();
+    f.routes.routed(&topology.nodes[0], false);
+    f.routes.routed(&topology.nodes[2], false);
+    f.routes.routed(&topology.nodes[2], false);
+    f.routes.fanout();
+    let snap = f.snapshot();
+
+    let rs = snap.show(Topic::Pools);
+    assert_eq!(row(&rs, "s1-a")[..5], [Some("s1-a"), Some("eu"), Some("127.0.0.1:1"), Some("app"), Some("alice")]);
+    assert_eq!(cell(&rs, "s1-a", "checkouts"), Some("3"));
+    assert_eq!(rs.rows.last().map(|r| (r[0].clone(), r[2].clone())), Some((None, Some("10.0.0.9:5432".into()))));
+
+    let rs = snap.show(Topic::Clients);
+    assert_eq!(cell(&rs, "1", "state"), Some("in transaction"));
+    assert_eq!(cell(&rs, "1", "server"), Some("s1-a"));
+    assert_eq!(cell(&rs, "1", "region"), Some("eu"));
+    assert_eq!(cell(&rs, "1", "pool_mode"), Some("transaction"));
+    assert_eq!(cell(&rs, "1", "address"), Some("10.1.1.1:5000"));
+    assert_eq!(cell(&rs, "2", "state"), Some("active"));
+    assert_eq!(cell(&rs, "2", "server"), None);
+    assert_eq!(cell(&rs, "2", "tls"), Some("t"));
+    assert_eq!(cell(&rs, "2", "pool_mode"), Some("admin"));
+    assert!(cell(&rs, "2", "connected_at").is_some_and(|t| t.ends_with(" UTC")));
+
+    let rs = snap.show(Topic::Servers);
+    assert_eq!(rs.rows.len(), 6, "five nodes and one address no node has");
+    assert_eq!(cell(&rs, "s1-a", "pools"), Some("1"));
+    assert_eq!(cell(&rs, "s1-a", "clients"), Some("1"));
+    assert_eq!(cell(&rs, "s2-b", "pools"), Some("0"));
+    assert_eq!(cell(&rs, "s2-b", "shard"), Some("s2"));
+
+    let rs = snap.show(Topic::Stats);
+    let server = |name: &str, col: &str| {
+        let i = rs.columns.iter().position(|c| *c == col).unwrap();
+        rs.rows.iter().find(|r| r[1].as_deref() == Some(name)).and_then(|r| r[i].clone())
+    };
+    assert_eq!(server("s1-a", "routes_primary").as_deref(), Some("1"));
+    assert_eq!(server("s1-c", "routes_replica").as_deref(), Some("2"));
+    assert_eq!(server("s1-a", "avg_wait_ms").as_deref(), Some("1.50"));
+    assert_eq!(server("s1-a", "clients").as_deref(), Some("1"));
+    assert_eq!(server("m1", "routes_fanout").as_deref(), Some("1"));
+    assert_eq!(server("m1", "routes_replica").as_deref(), Some("2"));
+    assert_eq!(server("m1", "region").as_deref(), Some("eu"));
+    assert_eq!(server("m1", "clients").as_deref(), Some("2"));
+    assert_eq!(server("m1", "uptime_s").as_deref(), Some("42"));
+    drop((a, b));
+}
+
+#[test]
+fn version_config_and_help() {
+    let f = Fixture::new();
+    let snap = f.snapshot();
+    let rs = snap.show(Topic::Version);
+    assert_eq!(rs.rows[0][1..], [Some("m1".to_owned()), Some("eu".to_owned())]);
+    assert!(rs.rows[0][0].as_deref().is_some_and(|v| v.starts_with("Meridian ")));
+    let rs = snap.show(Topic::Config);
+    assert_eq!(cell(&rs, "node.region", "value"), Some("eu"));
+    assert_eq!(cell(&rs, "topology.default_shard", "value"), Some("s1"));
+    assert_eq!(cell(&rs, "topology.max_replica_lag", "value"), Some("16MB"));
+    assert!(rs.rows.iter().all(|r| !r[0].as_deref().unwrap_or_default().contains("password")));
+    let rs = snap.show(Topic::Help);
+    assert!(rs.rows.iter().any(|r| r[0].as_deref() == Some("EXPLAIN ROUTE <sql>")));
+}
+
+/// EXPLAIN ROUTE of `sql`: the rows as (action, shards, role, node, region, reason).
+fn explained(f: &Fixture, sql: &str) -> Vec<[String; 6]> {
+    let rs = explain(&f.snapshot(), sql);
+    assert_eq!(rs.columns, ["statement", "class", "action", "shards", "role", "node", "region", "reason"]);
+    rs.rows.iter().map(|r| std::array::from_fn(|i| r[i + 2].clone().unwrap_or_default())).collect()
+}
+
+#[test]
+fn explain_route_decisions() {
+    let f = Fixture::new();
+    f.all_up();
+    let s1_key = (1..100).find(|k| router::hash::hash_remainder(&router::key::KeyValue::Int(*k), 2) == 0).unwrap();
+
+    let [r] = &explained(&f, &format!("SELECT * FROM owners WHERE owner_id = {s1_key}"))[..] else { panic!() };
+    assert_eq!(r[..5], ["shard", "s1", "replica", "s1-c", "eu"]);
+    assert!(r[5].contains("owners.owner_id key → s1") && r[5].contains("nearest fresh replica"), "{}", r[5]);
+
+    let [r] = &explained(&f, &format!("UPDATE owners SET name = 'x' WHERE owner_id = {s1_key}"))[..] else { panic!() };
+    assert_eq!(r[..5], ["shard", "s1", "primary", "s1-a", "eu"]);
+
+    let [r] = &explained(&f, "SELECT count(*) FROM owners")[..] else { panic!() };
+    assert_eq!(r[..5], ["fanout", "s1, s2", "replica, replica", "s1-c, s2-b", "eu, eu"]);
+
+    let [r] = &explained(&f, "CREATE TABLE t (a int)")[..] else { panic!() };
+    assert_eq!(r[..5], ["every primary", "s1, s2", "primary, primary", "s1-a, s2-a", "eu, us"]);
+
+    let [r] = &explained(&f, "UPDATE owners SET name = 'x'")[..] else { panic!() };
+    assert_eq!(r[..4], ["reject", "", "", ""]);
+    assert!(r[5].contains("without its shard key") && r[5].ends_with("(0A000)"), "{}", r[5]);
+
+    // Several statements: one row each, then the query as a whole.
+    let rows = explained(&f, &format!("SELECT 1; SELECT * FROM owners WHERE owner_id = {s1_key}"));
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[2][..4], ["shard", "s1", "replica", "s1-c"]);
+    let rows = explained(&f, "SELECT count(*) FROM owners; UPDATE owners SET name = 'x' WHERE owner_id = 1");
+    assert_eq!(rows[2][0], "reject");
+
+    // Answered by the session itself.
+    assert_eq!(explained(&f, "BEGIN")[0][0], "local");
+    assert_eq!(explained(&f, "SET meridian.read_consistency = primary")[0][0], "local");
+    // A comment hint counts; an unknown shard is refused.
+    let [r] = &explained(&f, "/* meridian: shard=s2 */ SELECT 1")[..] else { panic!() };
+    assert_eq!(r[..4], ["shard", "s2", "replica", "s2-b"]);
+    let [r] = &explained(&f, "/* meridian: shard=s9 */ SELECT 1")[..] else { panic!() };
+    assert_eq!(r[0], "reject");
+    // Not understood: the default shard's primary.
+    let [r] = &explained(&f, "FROBNICATE everything")[..] else { panic!() };
+    assert_eq!(r[..4], ["shard", "s1", "primary", "s1-a"]);
+}
+
+#[test]
+fn explain_without_replicas_says_why_the_primary() {
+    let f = Fixture::new();
+    // Nothing probed: no replica qualifies.
+    let [r] = &explained(&f, "SELECT * FROM owners WHERE owner_id = 1")[..] else { panic!() };
+    assert_eq!(r[2], "primary");
+    assert!(r[5].contains("no replica qualifies (unhealthy)"), "{}", r[5]);
+}
+
+// ---------------------------------------------------------------------------
+// End to end over TCP, no PostgreSQL needed.
+// ---------------------------------------------------------------------------
+
+struct Console {
+    addr: std::net::SocketAddr,
+    node: crate::NodeHandle,
+    serve: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn console() -> Console {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = crate::auth::make_secret("scram-sha-256".parse().unwrap(), "boss", "pw");
+    std::fs::write(
+        dir.path().join("users.toml"),
+        format!(
+            "[[user]]\nname = \"boss\"\nsecret = \"{secret}\"\nadmin = true\n\n\
+             [[user]]\nname = \"app\"\nauth = \"trust\"\n"
+        ),
+    )
+    .unwrap();
+    let config = Config::parse(CONFIG, dir.path()).unwrap();
+    let node = crate::Node::bind(config).await.unwrap();
+    let addr = node.local_addr().unwrap();
+    let handle = node.handle();
+    let serve = tokio::spawn(node.serve());
+    Console { addr, node: handle, serve, _dir: dir }
+}
+
+fn client_config(c: &Console, user: &str) -> tokio_postgres::Config {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(c.addr.ip().to_string()).port(c.addr.port()).user(user).password("pw").dbname("meridian");
+    cfg
+}
+
+async fn connect(c: &Console, user: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = client_config(c, user).connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+fn rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn console_end_to_end() {
+    let c = console().await;
+    let admin = connect(&c, "boss").await.expect("admin login");
+    for cmd in [
+        "SHOW SHARDS",
+        "SHOW NODES",
+        "SHOW POOLS",
+        "SHOW CLIENTS",
+        "SHOW SERVERS",
+        "SHOW STATS",
+        "SHOW LATENCY",
+        "SHOW VERSION",
+        "SHOW CONFIG",
+        "SHOW HELP",
+        "HELP",
+    ] {
+        admin.simple_query(cmd).await.unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    }
+    // Several commands in one query string, case-insensitive, trailing `;`.
+    let msgs = admin.simple_query("show version; show shards;").await.unwrap();
+    let tags: Vec<u64> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tags, [1, 2]);
+    // The console lists itself.
+    let me = rows(&admin.simple_query("SHOW CLIENTS").await.unwrap());
+    assert_eq!(me.len(), 1);
+    assert_eq!(me[0][1].as_deref(), Some("boss"));
+    assert_eq!(me[0][5].as_deref(), Some("active"));
+    assert_eq!(me[0][9].as_deref(), Some("admin"));
+    let r = rows(&admin.simple_query("EXPLAIN ROUTE CREATE TABLE x (a int)").await.unwrap());
+    assert_eq!(r[0][2].as_deref(), Some("every primary"));
+    // Empty query.
+    let msgs = admin.simple_query(" ; ").await.unwrap();
+    assert!(msgs.iter().all(|m| !matches!(m, SimpleQueryMessage::Row(_))));
+    // Unknown command: 42601 naming it; the session goes on.
+    let e = admin.simple_query("SHOW TABLESPACES").await.unwrap_err();
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "42601");
+    assert!(db.message().contains("SHOW TABLESPACES"), "{}", db.message());
+    assert_eq!(db.hint(), Some(super::command::SEE_HELP));
+    // Extended protocol: a clean 0A000; the session goes on.
+    let e = admin.query("SHOW SHARDS", &[]).await.unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("0A000"));
+    assert_eq!(rows(&admin.simple_query("SHOW SHARDS").await.unwrap()).len(), 2);
+
+    // Not an admin: 42501 at login.
+    let Err(e) = connect(&c, "app").await else { panic!("a non-admin got in") };
+    assert_eq!(e.code().map(|c| c.code()), Some("42501"));
+    // A wrong password is still a password failure.
+    let mut cfg = client_config(&c, "boss");
+    cfg.password("nope");
+    let Err(e) = cfg.connect(tokio_postgres::NoTls).await else { panic!("a wrong password got in") };
+    assert_eq!(e.code().map(|c| c.code()), Some("28P01"));
+
+    // Shutdown ends the idle console with 57P01, and the node stops.
+    c.node.shutdown();
+    tokio::time::timeout(Duration::from_secs(10), c.serve).await.expect("node stopped").unwrap();
+    assert!(admin.simple_query("SHOW SHARDS").await.is_err());
+}
