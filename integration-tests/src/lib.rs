@@ -34,6 +34,9 @@ pub struct BedSpec {
     pub client_auth: &'static str,
     /// Extra `[[user]]` entries for the users file.
     pub extra_users: String,
+    /// Route through a `[topology]` of the cluster's primary and replicas
+    /// (reads to replicas, read-your-writes) instead of `[backend]`.
+    pub routed: bool,
 }
 
 impl Default for BedSpec {
@@ -43,6 +46,7 @@ impl Default for BedSpec {
             extra_config: String::new(),
             client_auth: "scram-sha-256",
             extra_users: String::new(),
+            routed: false,
         }
     }
 }
@@ -135,7 +139,14 @@ pub fn meridian_bin() -> anyhow::Result<PathBuf> {
     // target/<profile>/deps/<test> → target/<profile>/meridian
     let profile_dir = exe.parent().and_then(Path::parent).context("test binary has no profile dir")?;
     let bin = profile_dir.join("meridian");
-    if !bin.exists() {
+    // Missing, or older than this test binary (`cargo test -p
+    // integration-tests` does not rebuild other packages' binaries).
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let stale = match (modified(&bin), modified(&exe)) {
+        (Some(b), Some(e)) => b < e,
+        _ => true,
+    };
+    if stale {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.args(["build", "-p", "proxy", "--bin", "meridian"]);
@@ -196,11 +207,14 @@ impl TestBed {
             spec.client_auth, spec.extra_users
         );
         std::fs::write(dir.path().join("users.toml"), users)?;
+        let servers = if spec.routed {
+            routed_topology(&cluster)
+        } else {
+            format!("[backend]\naddress = \"{}\"\n", cluster.primary().addr())
+        };
         let config_text = format!(
-            "[node]\nname = \"test\"\n\n[listen]\naddress = \"127.0.0.1:0\"\n{}\n\n[auth]\nusers_file = \"users.toml\"\n\n[backend]\naddress = \"{}\"\n\n{}",
-            extras.listen,
-            cluster.primary().addr(),
-            spec.extra_config
+            "[node]\nname = \"test\"\n\n[listen]\naddress = \"127.0.0.1:0\"\n{}\n\n[auth]\nusers_file = \"users.toml\"\n\n{servers}\n{}",
+            extras.listen, spec.extra_config
         );
         std::fs::write(dir.path().join("meridian.toml"), &config_text)?;
         let config = Config::load(&dir.path().join("meridian.toml"))?;
@@ -224,6 +238,23 @@ impl TestBed {
     pub async fn direct_value(&self, sql: &str) -> anyhow::Result<Option<String>> {
         Ok(self.cluster.primary().query_value(sql).await?)
     }
+}
+
+/// A one-shard `[topology]` of `cluster` (its primary and replicas) with
+/// probes as the app user.
+fn routed_topology(cluster: &PgCluster) -> String {
+    let mut t = format!(
+        "[health]\nuser = \"{APP_USER}\"\nprobe_interval = \"100ms\"\n\n[topology]\n\n[[topology.shard]]\nname = \"s1\"\n\n"
+    );
+    for server in cluster.servers() {
+        let role = if server.name() == cluster.primary().name() { "primary" } else { "replica" };
+        t.push_str(&format!(
+            "[[topology.node]]\nname = \"{}\"\naddress = \"{}\"\nshard = \"s1\"\nregion = \"local\"\nrole = \"{role}\"\n\n",
+            server.name(),
+            server.addr()
+        ));
+    }
+    t
 }
 
 /// A tokio-postgres client whose connection is driven by a task that

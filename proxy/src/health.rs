@@ -186,7 +186,7 @@ async fn probe_loop(
     login: ProbeLogin,
     stop: CancellationToken,
 ) {
-    let mut client: Option<tokio_postgres::Client> = None;
+    let mut client: Option<(tokio_postgres::Client, tokio_postgres::Statement)> = None;
     let mut tick = tokio::time::interval(config.probe_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -195,15 +195,14 @@ async fn probe_loop(
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let started = Instant::now();
         let result = tokio::select! {
             r = tokio::time::timeout(config.probe_timeout, probe_once(&address, &login, &mut client)) => r,
             _ = stop.cancelled() => return,
         };
         status.probes.fetch_add(1, Ordering::Relaxed);
         let probe = match result {
-            Ok(Ok(mut p)) => {
-                status.record_rtt(started.elapsed());
+            Ok(Ok((rtt, mut p))) => {
+                status.record_rtt(rtt);
                 p.at = Some(Instant::now());
                 p
             }
@@ -214,7 +213,11 @@ async fn probe_loop(
     }
 }
 
-fn failed(status: &NodeStatus, client: &mut Option<tokio_postgres::Client>, error: String) -> Probe {
+fn failed(
+    status: &NodeStatus,
+    client: &mut Option<(tokio_postgres::Client, tokio_postgres::Statement)>,
+    error: String,
+) -> Probe {
     status.probe_failures.fetch_add(1, Ordering::Relaxed);
     *client = None;
     Probe { at: Some(Instant::now()), error: Some(error), ..Probe::default() }
@@ -223,8 +226,8 @@ fn failed(status: &NodeStatus, client: &mut Option<tokio_postgres::Client>, erro
 async fn probe_once(
     address: &str,
     login: &ProbeLogin,
-    client: &mut Option<tokio_postgres::Client>,
-) -> Result<Probe, String> {
+    client: &mut Option<(tokio_postgres::Client, tokio_postgres::Statement)>,
+) -> Result<(Duration, Probe), String> {
     if client.is_none() {
         let (host, port) = address.rsplit_once(':').ok_or("bad address")?;
         let mut cfg = tokio_postgres::Config::new();
@@ -241,19 +244,26 @@ async fn probe_once(
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        *client = Some(c);
+        // Prepared once: each probe is then one round trip, the RTT sample.
+        let stmt = c.prepare(PROBE_SQL).await.map_err(|e| e.to_string())?;
+        *client = Some((c, stmt));
     }
-    let c = client.as_ref().ok_or("no client")?;
-    let row = c.query_one(PROBE_SQL, &[]).await.map_err(|e| e.to_string())?;
+    let (c, stmt) = client.as_ref().ok_or("no client")?;
+    let started = Instant::now();
+    let row = c.query_one(stmt, &[]).await.map_err(|e| e.to_string())?;
+    let rtt = started.elapsed();
     let lsn = |i: usize| row.get::<_, Option<String>>(i).as_deref().and_then(Lsn::parse);
-    Ok(Probe {
-        at: None,
-        reachable: true,
-        in_recovery: row.get(0),
-        lsn: lsn(1),
-        receive_lsn: lsn(2),
-        replay_age: row.get::<_, Option<f64>>(3).filter(|s| *s >= 0.0).map(Duration::from_secs_f64),
-        replay_paused: row.get(4),
-        error: None,
-    })
+    Ok((
+        rtt,
+        Probe {
+            at: None,
+            reachable: true,
+            in_recovery: row.get(0),
+            lsn: lsn(1),
+            receive_lsn: lsn(2),
+            replay_age: row.get::<_, Option<f64>>(3).filter(|s| *s >= 0.0).map(Duration::from_secs_f64),
+            replay_paused: row.get(4),
+            error: None,
+        },
+    ))
 }

@@ -11,14 +11,16 @@
 //!           └─ targeting: shard keys from WHERE / VALUES (keys, names)
 //! ```
 //!
-//! The submodules: `fast` (first-keyword path), `walk` (the sqlparser
-//! walk and targeting), `keys` (key constants), `names` (identifiers and
-//! rules), `functions` (the read-safe allowlist).
+//! The submodules: `fast` (first-keyword path), `parse` (sqlparser),
+//! `walk` (the walk over the tree; `walk::dml` for writes, `walk::target`
+//! for the final targeting), `keys` (key constants), `names` (identifiers
+//! and rules), `functions` (the read-safe allowlist).
 
 mod fast;
 mod functions;
 mod keys;
 mod names;
+mod parse;
 mod walk;
 
 use crate::key::Literal;

@@ -2,7 +2,7 @@
 //!
 //! A SELECT on a sharded table without a shard key runs on every shard, and
 //! the client must get exactly the rows one PostgreSQL holding all the data
-//! would return. This module is the pure half of that: [`plan`] turns the
+//! would return. This module is the pure half of that: [`plan()`] turns the
 //! client's SQL into the statement every shard runs plus a private merge
 //! spec, and [`FanoutPlan::merge`] turns the shards' rows into the client's.
 //! What it cannot merge exactly it refuses: [`Unsupported`] at plan time
@@ -28,13 +28,21 @@
 //!   expression that is not an output column is appended to `shard_sql` as
 //!   a hidden trailing column and stripped from the output.
 //! * `LIMIT n` / `OFFSET m` / `FETCH FIRST n ROWS ONLY` (integer constants):
-//!   shards get `LIMIT n+m` and no OFFSET; the merge applies both.
+//!   for plain rows shards get `LIMIT n+m` and no OFFSET; the merge applies
+//!   both. With aggregates or DISTINCT shards get neither (groups span
+//!   shards) and the merge applies both to the merged rows.
 //! * `count(*)`, `count(x)`, `sum`, `min`, `max`, `avg`, with or without
 //!   `GROUP BY`: partials combined as PG's own parallel aggregation does.
 //!   `avg(x)` also asks the shards for `sum(x)` and `count(x)` (hidden) and
 //!   divides like PG (`numeric_div` scale rules; float8 for float input).
-//!   Group keys not in the select list become hidden columns too.
+//!   Group keys not in the select list become hidden columns too. Groups
+//!   are sorted by the merge itself; without ORDER BY they come in the
+//!   order they were first seen (SQL leaves it unspecified).
 //! * `SELECT DISTINCT` (without aggregates): rows deduplicated across shards.
+//!
+//! Only the select list, ORDER BY and GROUP BY are analyzed; WHERE runs on
+//! each shard as written. Whether the table is sharded, and so whether to
+//! fan out at all, is the analyzer's call, not this module's.
 //!
 //! # What is refused
 //!
@@ -73,21 +81,24 @@
 //! # What the executor must honour
 //!
 //! * Send every shard exactly [`FanoutPlan::shard_sql`], with the client's
-//!   bind parameters, in one snapshot-independent read each (the merge is
-//!   as consistent as the shards' separate snapshots).
+//!   bind parameters unchanged. Each shard reads its own snapshot; the
+//!   merged answer is as consistent as those snapshots are with each other.
 //! * Use the same session settings on every shard, as the client set them:
-//!   `DateStyle` (ISO for date/time sort keys and group keys), `TimeZone`,
+//!   `DateStyle` (ISO for date/time sort and group keys), `TimeZone`,
 //!   `extra_float_digits` (≥ 1, the default, for float sums and averages in
-//!   text format: the merge re-reads and prints floats shortest-exact),
-//!   `bytea_output`, `client_encoding`.
-//! * Ask every shard for the same result formats the client asked for; if
-//!   the client's Bind lists one format per column, append a format for each
-//!   of the [`FanoutPlan::hidden_columns`] trailing columns (text or binary,
-//!   either works).
+//!   text format: the merge reads the shards' floats and prints its results
+//!   shortest-exact, as PG does at that setting), `bytea_output`, and a
+//!   `client_encoding` equal to the server encoding when text is sorted
+//!   (byte order is "C" order only in the server's encoding).
+//! * Ask every shard for the result formats the client asked for; if the
+//!   client's Bind lists one format per column, append a format for each of
+//!   the [`FanoutPlan::hidden_columns`] trailing columns (text or binary:
+//!   the merge reads either).
 //! * Check that the shards' RowDescriptions agree ([`common_fields`]) and
-//!   pass that one to [`FanoutPlan::output_fields`] and [`FanoutPlan::merge`],
-//!   with the shards' rows in shard order; then send the client the
-//!   returned fields (if it described), rows and `SELECT <rows.len()>`.
+//!   pass that one to [`FanoutPlan::output_fields`] and [`FanoutPlan::merge`]
+//!   with every shard's complete result, in shard order. Send the client the
+//!   returned fields (if it described), the rows (honouring an Execute row
+//!   limit on the merged rows) and `SELECT <number of rows>`.
 //! * Report [`Unsupported`] and [`MergeError`] to the client as errors
 //!   (SQLSTATE 0A000 feature_not_supported suits both), never partial rows.
 //!
@@ -96,6 +107,7 @@
 //! scan, exactly as they can between two PG plans.
 
 mod datetime;
+mod functions;
 mod layout;
 mod merge;
 mod numeric;

@@ -44,6 +44,10 @@ pub struct Decision {
     pub action: Action,
     /// Why, for EXPLAIN ROUTE and logs.
     pub reason: String,
+    /// The statement may write (a write, a schema change, a utility, a read
+    /// that calls a function not known to be read-safe, anything not
+    /// understood): after it commits, read-your-writes must wait for it.
+    pub writes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +76,7 @@ pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
 
 fn reject(code: &'static str, message: String) -> Decision {
-    Decision { reason: message.clone(), action: Action::Reject(RouteError { code, message }) }
+    Decision { reason: message.clone(), action: Action::Reject(RouteError { code, message }), writes: false }
 }
 
 /// Bind parameters of an extended-protocol statement.
@@ -94,16 +98,32 @@ impl Params for NoParams {
 /// Decide one statement's route. `hint` is the session's or the comment's
 /// shard hint; it overrides what keys would say.
 pub fn decide(a: &Analysis, params: &dyn Params, topology: &Topology, hint: Option<ShardId>) -> Decision {
+    let writes = match a.class {
+        Class::Read => !a.replica_safe,
+        Class::Write | Class::Ddl | Class::Utility | Class::Unparsed => true,
+        Class::Transaction(_) | Class::Session => false,
+    };
+    let mut d = decide_inner(a, params, topology, hint);
+    d.writes = writes;
+    d
+}
+
+fn decide_inner(a: &Analysis, params: &dyn Params, topology: &Topology, hint: Option<ShardId>) -> Decision {
     let default = hint.unwrap_or(topology.default_shard);
     let single = topology.shards.len() == 1;
     let one = |shard: ShardId, replica_ok: bool, reason: String| Decision {
         action: Action::Shard { shard, replica_ok },
         reason,
+        writes: false,
     };
     match &a.class {
         Class::Ddl if single || hint.is_some() => return one(default, false, "schema change".into()),
         Class::Ddl => {
-            return Decision { action: Action::EveryPrimary, reason: "schema change: every shard's primary".into() };
+            return Decision {
+                action: Action::EveryPrimary,
+                reason: "schema change: every shard's primary".into(),
+                writes: false,
+            };
         }
         Class::Unparsed => return one(default, false, format!("not understood, primary: {}", a.reason)),
         Class::Utility | Class::Transaction(_) | Class::Session => return one(default, false, a.reason.clone()),
@@ -137,6 +157,7 @@ pub fn decide(a: &Analysis, params: &dyn Params, topology: &Topology, hint: Opti
                 Ok(shards) => Decision {
                     reason: format!("{}.{} keys on shards {}", rule.table, rule.column, names(topology, &shards)),
                     action: Action::Fanout { shards },
+                    writes: false,
                 },
             }
         }
@@ -176,6 +197,7 @@ pub fn decide(a: &Analysis, params: &dyn Params, topology: &Topology, hint: Opti
             Decision {
                 reason: format!("no key for {}: every shard ({})", rule.table, names(topology, &shards)),
                 action: Action::Fanout { shards },
+                writes: false,
             }
         }
     }
@@ -189,21 +211,24 @@ pub fn decide_all(decisions: Vec<Decision>, topology: &Topology) -> Decision {
         return Decision {
             action: Action::Shard { shard: topology.default_shard, replica_ok: true },
             reason: "empty query".into(),
+            writes: false,
         };
     };
     for d in it {
-        let Decision { action, reason } = acc;
+        let Decision { action, reason, writes } = acc;
+        let writes = writes || d.writes;
         acc = match (action, d.action) {
             (Action::Reject(e), _) | (_, Action::Reject(e)) => {
-                return Decision { reason: e.message.clone(), action: Action::Reject(e) };
+                return Decision { reason: e.message.clone(), action: Action::Reject(e), writes };
             }
             (Action::Shard { shard: a, replica_ok: ra }, Action::Shard { shard: b, replica_ok: rb }) if a == b => {
                 Decision {
                     action: Action::Shard { shard: a, replica_ok: ra && rb },
                     reason: if ra && !rb { d.reason } else { reason },
+                    writes,
                 }
             }
-            (Action::EveryPrimary, Action::EveryPrimary) => Decision { action: Action::EveryPrimary, reason },
+            (Action::EveryPrimary, Action::EveryPrimary) => Decision { action: Action::EveryPrimary, reason, writes },
             _ => {
                 return reject(
                     FEATURE_NOT_SUPPORTED,

@@ -510,36 +510,35 @@ pub fn deferrable_begin(stmt: &str) -> Option<bool> {
     let mut read_only = false;
     let mut first = true;
     while i < toks.len() {
-        if !first {
-            if toks[i] == Token::Punct(',') {
-                i += 1;
-            }
+        if !first && toks[i] == Token::Punct(',') {
+            i += 1;
         }
         first = false;
-        if is(i, "ISOLATION") && is(i + 1, "LEVEL") {
-            i += 2;
-            if is(i, "SERIALIZABLE") {
-                i += 1;
-            } else if is(i, "REPEATABLE") && is(i + 1, "READ") {
-                i += 2;
-            } else if is(i, "READ") && (is(i + 1, "COMMITTED") || is(i + 1, "UNCOMMITTED")) {
-                i += 2;
+        let two = |a: &str, b: &str| is(i, a) && is(i + 1, b);
+        let step = if is(i, "ISOLATION") && is(i + 1, "LEVEL") {
+            let at = i + 2;
+            let level = |a: &str, b: &str| is(at, a) && is(at + 1, b);
+            if is(at, "SERIALIZABLE") {
+                3
+            } else if level("REPEATABLE", "READ") || level("READ", "COMMITTED") || level("READ", "UNCOMMITTED") {
+                4
             } else {
                 return None;
             }
-        } else if is(i, "READ") && is(i + 1, "ONLY") {
+        } else if two("READ", "ONLY") {
             read_only = true;
-            i += 2;
-        } else if is(i, "READ") && is(i + 1, "WRITE") {
+            2
+        } else if two("READ", "WRITE") {
             read_only = false;
-            i += 2;
+            2
         } else if is(i, "DEFERRABLE") {
-            i += 1;
-        } else if is(i, "NOT") && is(i + 1, "DEFERRABLE") {
-            i += 2;
+            1
+        } else if two("NOT", "DEFERRABLE") {
+            2
         } else {
             return None;
-        }
+        };
+        i += step;
     }
     Some(read_only)
 }

@@ -107,6 +107,11 @@ struct Args {
     /// with `perf stat` (tracepoints; adds a little overhead to the proxy).
     #[arg(long)]
     count_syscalls: bool,
+    /// A fourth target, `meridian-alt`: Meridian with routing on, a
+    /// `[topology]` of the primary and one streaming replica (started for
+    /// this), so every statement is classified and reads go to the replica.
+    #[arg(long, conflicts_with = "alt_meridian_workers")]
+    routed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -236,7 +241,7 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         command_first_line(&pgbouncer, &["--version"]),
         git_rev(),
     );
-    let n_targets = if args.alt_meridian_workers.is_some() { 4 } else { 3 };
+    let n_targets = if args.alt_meridian_workers.is_some() || args.routed { 4 } else { 3 };
     let est_runs = rounds * loads.len() * n_targets;
     let est_secs = est_runs as u64 * (duration + 2) + if loads.is_empty() { 0 } else { 3 * 3 + 30 };
     eprintln!(
@@ -258,7 +263,8 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
             .with_conf("shared_buffers = 256MB")
             .with_conf("synchronous_commit = off")
             .with_conf("max_wal_size = 4GB")
-            .with_conf("checkpoint_timeout = 30min"),
+            .with_conf("checkpoint_timeout = 30min")
+            .with_replicas(usize::from(args.routed)),
     ))?;
     let pg = cluster.primary();
     let pg_port = pg.port();
@@ -302,16 +308,31 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
             bail!("pgbench -i failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         rt.block_on(pg.execute("VACUUM ANALYZE; CHECKPOINT")).or_else(|_| rt.block_on(pg.execute("CHECKPOINT")))?;
+        rt.block_on(cluster.wait_replicas_caught_up())?;
         eprintln!("initialised in {:.1}s", t.elapsed().as_secs_f64());
 
+        let backend = backend_section(pg_port);
         let meridian_proc =
-            start_meridian(&meridian, work.path(), "meridian", pg_port, args.pool_size, 1000, args.meridian_workers)?;
+            start_meridian(&meridian, work.path(), "meridian", &backend, args.pool_size, 1000, args.meridian_workers)?;
         let pgbouncer_proc = start_pgbouncer(&pgbouncer, work.path(), "pgbouncer", pg_port, args.pool_size, 1000)?;
-        let alt_proc = match args.alt_meridian_workers {
-            Some(w) => {
-                Some(start_meridian(&meridian, work.path(), "meridian-alt", pg_port, args.pool_size, 1000, Some(w))?)
+        let alt_proc = match (args.alt_meridian_workers, args.routed) {
+            (Some(w), _) => {
+                Some(start_meridian(&meridian, work.path(), "meridian-alt", &backend, args.pool_size, 1000, Some(w))?)
             }
-            None => None,
+            (None, true) => {
+                let replica = cluster.replicas().first().ok_or_else(|| anyhow!("no replica"))?.port();
+                let topology = routed_section(pg_port, replica);
+                Some(start_meridian(
+                    &meridian,
+                    work.path(),
+                    "meridian-alt",
+                    &topology,
+                    args.pool_size,
+                    1000,
+                    args.meridian_workers,
+                )?)
+            }
+            (None, false) => None,
         };
         let mut targets = vec![
             Target { kind: TargetKind::Direct, port: pg_port, pid: None },
@@ -328,6 +349,14 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         }
         if let Some(w) = args.alt_meridian_workers {
             writeln!(report, "- meridian-alt: a second Meridian with TOKIO_WORKER_THREADS={w}")?;
+        }
+        if args.routed {
+            writeln!(
+                report,
+                "- meridian-alt: Meridian with routing on: a [topology] of the primary and one streaming replica \
+                 (same machine); every statement is classified, select-only reads go to the replica, \
+                 tpcb-like writes to the primary with read-your-writes bookkeeping"
+            )?;
         }
         if let Some(w) = args.meridian_workers {
             writeln!(report, "- meridian: TOKIO_WORKER_THREADS={w}")?;
@@ -427,7 +456,7 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
                     &meridian,
                     work.path(),
                     "meridian-idle",
-                    pg_port,
+                    &backend_section(pg_port),
                     args.pool_size,
                     max_clients,
                     args.meridian_workers,
@@ -874,11 +903,26 @@ impl Drop for Proc {
     }
 }
 
+/// The config section for Meridian in front of the primary alone.
+fn backend_section(pg_port: u16) -> String {
+    format!("[backend]\naddress = \"127.0.0.1:{pg_port}\"\n")
+}
+
+/// A one-shard topology of the primary and one replica, probed as postgres.
+fn routed_section(pg_port: u16, replica_port: u16) -> String {
+    format!(
+        "[health]\nuser = \"postgres\"\n\n[topology]\n[[topology.shard]]\nname = \"s1\"\n\n\
+         [[topology.node]]\nname = \"primary\"\naddress = \"127.0.0.1:{pg_port}\"\nshard = \"s1\"\nregion = \"local\"\nrole = \"primary\"\n\n\
+         [[topology.node]]\nname = \"replica\"\naddress = \"127.0.0.1:{replica_port}\"\nshard = \"s1\"\nregion = \"local\"\nrole = \"replica\"\n"
+    )
+}
+
+/// `servers`: the `[backend]` or `[topology]` (+ `[health]`) sections.
 fn start_meridian(
     bin: &Path,
     work: &Path,
     name: &str,
-    pg_port: u16,
+    servers: &str,
     pool_size: usize,
     max_clients: usize,
     workers: Option<usize>,
@@ -903,8 +947,7 @@ mode = "transaction"
 size = {pool_size}
 queue_limit = {max_clients}
 
-[backend]
-address = "127.0.0.1:{pg_port}"
+{servers}
 
 [shutdown]
 grace = "2s"

@@ -33,6 +33,7 @@ pub(crate) fn explain(snap: &Snapshot<'_>, sql: &str) -> ResultSet {
         let d = Decision {
             action: Action::Shard { shard: t.default_shard, replica_ok: false },
             reason: "one shard without replicas: no routing".into(),
+            writes: false,
         };
         for s in &stmts {
             let a = snap.analyses.get(s, t);
@@ -62,7 +63,7 @@ pub(crate) fn explain(snap: &Snapshot<'_>, sql: &str) -> ResultSet {
         let a = snap.analyses.get(s, t);
         let d = match &hint {
             Ok(h) => router::route::decide(&a, &NoParams, t, *h),
-            Err(e) => Decision { reason: e.message.clone(), action: Action::Reject(e.clone()) },
+            Err(e) => Decision { reason: e.message.clone(), action: Action::Reject(e.clone()), writes: false },
         };
         push(&mut rs, snap, s, Some(class(&a.class)), d.clone());
         decisions.push(d);

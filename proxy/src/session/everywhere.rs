@@ -4,6 +4,7 @@
 //! transaction block; the client gets one answer, as from one server.
 
 use bytes::{BufMut, BytesMut};
+use router::lsn::Lsn;
 use router::route::RouteError;
 use router::topology::{ShardId, Topology};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -16,17 +17,35 @@ use crate::wire::messages::{self, Severity};
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Run `sql` on `shard`'s server `node`, keeping every answer. A
     /// connection left inside a transaction is not reused.
-    async fn collect_on(&self, t: &Topology, node: usize, sql: &str) -> Result<Collected, Error> {
+    /// With `want_lsn`, the primary's WAL position after it (for
+    /// read-your-writes) comes back too.
+    async fn collect_on(
+        &self,
+        t: &Topology,
+        node: usize,
+        sql: &str,
+        want_lsn: bool,
+    ) -> Result<(Collected, Option<Lsn>), Error> {
         let pool = self.st.pool_for(&t.nodes[node].address);
         let mut conn = checkout_synced(&pool, self.st.id, &self.st.params, connect_timeout(&self.st)).await?;
         match conn.run_collect(sql).await {
             Ok(c) => {
-                if c.status == b'I' {
-                    pool.checkin(conn);
-                } else {
+                if c.status != b'I' {
                     pool.discard(conn);
+                    return Ok((c, None));
                 }
-                Ok(c)
+                let mut lsn = None;
+                if want_lsn && c.error.is_none() {
+                    match conn.query_value("SELECT pg_current_wal_lsn()::text", connect_timeout(&self.st)).await {
+                        Ok(v) => lsn = Some(v.as_deref().and_then(Lsn::parse).unwrap_or(Lsn(u64::MAX))),
+                        Err(_) => {
+                            pool.discard(conn);
+                            return Ok((c, Some(Lsn(u64::MAX))));
+                        }
+                    }
+                }
+                pool.checkin(conn);
+                Ok((c, lsn))
             }
             Err(e) => {
                 pool.discard(conn);
@@ -48,7 +67,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         for shard in order {
             let name = t.shards[shard].name.as_str();
             let primary = t.shards[shard].primary.unwrap_or_default();
-            match self.collect_on(t, primary, sql).await {
+            let want_lsn = !t.shards[shard].replicas.is_empty()
+                && self.st.route.consistency == router::route::Consistency::ReadYourWrites;
+            let result = self.collect_on(t, primary, sql, want_lsn).await;
+            if let Ok((_, Some(lsn))) = &result {
+                self.st.committed(name, *lsn);
+            }
+            match result.map(|(c, _)| c) {
                 Ok(c) if c.error.is_none() && c.status == b'I' => {
                     applied.push(name);
                     first.get_or_insert(c);
@@ -124,12 +149,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             nodes.push(node);
         }
-        let runs = nodes.iter().map(|&node| self.collect_on(t, node, &plan.shard_sql));
+        let runs = nodes.iter().map(|&node| self.collect_on(t, node, &plan.shard_sql, false));
         let results = futures_util::future::join_all(runs).await;
-        let mut fields: Option<Vec<router::fanout::Field>> = None;
+        let mut per_shard_fields: Vec<Vec<router::fanout::Field>> = Vec::with_capacity(results.len());
         let mut rows_per_shard = Vec::with_capacity(results.len());
         for r in results {
-            let c = r?;
+            let (c, _) = r?;
             if c.error.is_some() || c.status != b'I' {
                 // The first shard error is the client's answer.
                 for (tag, body) in c.messages.iter().filter(|(tag, _)| *tag == b'E' || *tag == b'N') {
@@ -139,6 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Ok(out);
             }
             let mut rows = Vec::new();
+            let mut fields = None;
             for (tag, body) in &c.messages {
                 match tag {
                     b'T' if fields.is_none() => fields = Some(decode_fields(body).ok_or_else(bad_answer)?),
@@ -148,10 +174,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             }
             rows_per_shard.push(rows);
+            per_shard_fields.push(fields.ok_or_else(bad_answer)?);
         }
-        let fields = fields.ok_or_else(bad_answer)?;
-        let merged =
-            plan.output_fields(&fields).and_then(|f| plan.merge(&fields, rows_per_shard).map(|rows| (f, rows)));
+        let merged = router::fanout::common_fields(&per_shard_fields).and_then(|fields| {
+            if !iso_dates(&self.st.params) && fields.iter().any(|f| DATE_TIME_OIDS.contains(&f.type_oid)) {
+                return Err(router::fanout::MergeError(
+                    "dates and times are merged in DateStyle ISO only: SET DateStyle = ISO for this read".into(),
+                ));
+            }
+            let out = plan.output_fields(fields)?;
+            Ok((out, plan.merge(fields, rows_per_shard)?))
+        });
         match merged {
             Ok((out_fields, rows)) => {
                 encode_fields(&mut out, &out_fields);
@@ -167,6 +200,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         Ok(out)
     }
+}
+
+/// date, time, timetz, timestamp, timestamptz.
+const DATE_TIME_OIDS: [u32; 5] = [1082, 1083, 1266, 1114, 1184];
+
+/// Does the client's DateStyle print dates in ISO form (the default)?
+fn iso_dates(params: &crate::session::params::ClientParams) -> bool {
+    params.desired().get("datestyle").is_none_or(|sql| sql.to_ascii_lowercase().contains("iso"))
 }
 
 fn bad_answer() -> Error {

@@ -19,7 +19,7 @@ mod everywhere;
 pub mod params;
 pub mod prepared;
 mod protocol;
-pub(crate) mod route;
+pub mod route;
 
 use std::time::Duration;
 
@@ -229,6 +229,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             match self.st.on_server(h.tag, &buf[at + HEADER_LEN..end], &mut server.state) {
                 Verdict::Forward => {}
                 Verdict::Drop => {
+                    tracing::trace!(tag = %(h.tag as char), "server message answered by us, not forwarded");
                     self.cout.extend_from_slice(&buf[flushed..at]);
                     flushed = end;
                     modified = true;
@@ -267,7 +268,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// WAL position its commit reached, for read-your-writes. `false` when
     /// the connection failed (the session then reads from the primary).
     async fn note_commit(&mut self, conn: &mut ServerConn) -> bool {
-        let Some(a) = self.st.route.attached.clone() else { return true };
+        let Some(a) = self.st.route.attached.clone().filter(|a| a.role == router::topology::Role::Primary) else {
+            return true;
+        };
         let t = self.st.topology();
         let has_replicas = t.shards.get(a.shard).is_some_and(|s| !s.replicas.is_empty());
         if !has_replicas || self.st.route.consistency != router::route::Consistency::ReadYourWrites {

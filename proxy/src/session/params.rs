@@ -232,6 +232,13 @@ impl ClientParams {
     }
 
     fn apply(&mut self, change: Change, server: &mut ServerState) {
+        // SET/RESET SESSION AUTHORIZATION also resets the role to NONE.
+        if let Change::Set { name, .. } | Change::Reset { name } = &change
+            && name == "session_authorization"
+        {
+            server.applied.remove("role");
+            self.desired.remove("role");
+        }
         match change {
             Change::Set { name, sql } => {
                 // A reported parameter (DateStyle, TimeZone, ...) is stored as

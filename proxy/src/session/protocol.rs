@@ -170,6 +170,10 @@ impl State {
         if self.pool.key.addr == address {
             return self.pool.clone();
         }
+        let mut known = self.route.pools.lock();
+        if let Some(p) = known.iter().find(|p| p.key.addr == address) {
+            return p.clone();
+        }
         let key = crate::pool::PoolKey {
             addr: address.to_owned(),
             database: self.pool.key.database.clone(),
@@ -177,7 +181,9 @@ impl State {
         };
         let users = self.shared.users.load();
         let password = users.get(&key.user).and_then(|u| u.backend_password.as_ref()).map(|s| s.expose());
-        self.shared.pools.get(&key, password, &self.shared.pool_config.load_full())
+        let pool = self.shared.pools.get(&key, password, &self.shared.pool_config.load_full());
+        known.push(pool.clone());
+        pool
     }
 
     /// SQL of the last unnamed Parse.

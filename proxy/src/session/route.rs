@@ -60,6 +60,8 @@ pub(crate) struct RouteState {
     pub planned_error: Option<RouteError>,
     /// The transaction on the attached primary wrote (by its command tags).
     pub wrote: bool,
+    /// Pools of other servers this session used (looked up once).
+    pub pools: Mutex<Vec<Arc<crate::pool::Pool>>>,
 }
 
 /// The server the session is attached to.
@@ -91,8 +93,11 @@ pub(crate) enum Plan {
 /// text: a prepared statement (or a repeated query text) is parsed once.
 #[derive(Default)]
 pub struct AnalysisCache {
-    map: Mutex<(u64, HashMap<Box<str>, Arc<Analysis>>)>,
+    map: Mutex<CacheMap>,
 }
+
+/// The topology version the entries were made for, and the entries.
+type CacheMap = (u64, HashMap<Box<str>, Arc<Analysis>>);
 
 /// Entries kept before the cache starts over.
 const CACHE_LIMIT: usize = 10_000;
@@ -119,14 +124,14 @@ impl AnalysisCache {
 }
 
 /// Bind parameters read from a Bind message body.
-pub(crate) struct BindParams<'a> {
+pub struct BindParams<'a> {
     formats: Vec<i16>,
     values: Vec<Option<&'a [u8]>>,
 }
 
 impl<'a> BindParams<'a> {
     /// From a Bind body after the portal and statement names.
-    pub(crate) fn parse(after_names: &'a [u8]) -> Option<BindParams<'a>> {
+    pub fn parse(after_names: &'a [u8]) -> Option<BindParams<'a>> {
         let mut at = 0;
         let i16_at = |at: &mut usize| -> Option<i16> {
             let v = after_names.get(*at..*at + 2)?;
@@ -183,6 +188,9 @@ pub(crate) fn raise_sql(e: &RouteError) -> String {
     format!("DO $meridian$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = '{msg}'; END$meridian$")
 }
 
+/// A `meridian.*` command's tag and, for SHOW, its (name, value) row.
+type SettingReply = (String, Option<(String, String)>);
+
 /// Check `meridian.*` startup settings before login.
 pub(crate) fn validate_startup(settings: &[(String, String)], t: &Topology) -> Result<(), String> {
     for (k, v) in settings {
@@ -227,7 +235,7 @@ impl State {
     pub(crate) fn decide_query(&self, sql: &str, t: &Topology) -> Decision {
         let hint = match self.hint(sql, t) {
             Ok(h) => h,
-            Err(e) => return Decision { reason: e.message.clone(), action: Action::Reject(e) },
+            Err(e) => return Decision { reason: e.message.clone(), action: Action::Reject(e), writes: false },
         };
         let stmts = router::lex::split_statements(sql);
         let decisions = stmts
@@ -241,7 +249,7 @@ impl State {
     pub(crate) fn decide_statement(&self, sql: &str, params: &dyn Params, t: &Topology) -> Decision {
         let hint = match self.hint(sql, t) {
             Ok(h) => h,
-            Err(e) => return Decision { reason: e.message.clone(), action: Action::Reject(e) },
+            Err(e) => return Decision { reason: e.message.clone(), action: Action::Reject(e), writes: false },
         };
         router::route::decide(&self.shared.analyses.get(sql, t), params, t, hint)
     }
@@ -295,7 +303,19 @@ impl State {
                     break;
                 }
                 b'D' | b'C' => {}
-                _ => begins = true,
+                b'E' => begins = true,
+                // A FunctionCall (or a message we do not know) is a request
+                // of its own, answered up to ReadyForQuery: the primary.
+                _ => {
+                    decisions.push(Decision {
+                        action: Action::Shard { shard: t.default_shard, replica_ok: false },
+                        reason: "function call".into(),
+                        writes: true,
+                    });
+                    complete = true;
+                    begins = true;
+                    break;
+                }
             }
         }
         if !complete {
@@ -316,14 +336,14 @@ impl State {
                 router::route::FEATURE_NOT_SUPPORTED,
                 "a read over all shards cannot run inside a transaction".into(),
             );
-            decision = Decision { reason: e.message.clone(), action: Action::Reject(e) };
+            decision = Decision { reason: e.message.clone(), action: Action::Reject(e), writes: false };
         }
         if let Action::Fanout { .. } = decision.action {
             let e = error(
                 router::route::FEATURE_NOT_SUPPORTED,
                 "a read over all shards needs the simple query protocol (or a shard key)".into(),
             );
-            decision = Decision { reason: e.message.clone(), action: Action::Reject(e) };
+            decision = Decision { reason: e.message.clone(), action: Action::Reject(e), writes: false };
         }
         if let (Action::EveryPrimary, Some((sql, consumed))) = (&decision.action, &first_sql)
             && self.route.deferred_begin.is_none()
@@ -336,9 +356,12 @@ impl State {
                 "a schema change on a sharded cluster must run alone, outside a transaction block, as a simple query"
                     .into(),
             );
-            decision = Decision { reason: e.message.clone(), action: Action::Reject(e) };
+            decision = Decision { reason: e.message.clone(), action: Action::Reject(e), writes: false };
         }
         self.route.prechecked = true;
+        // Set for the primary; a replica never reads the flag (no commit
+        // position is taken from a replica).
+        self.route.wrote |= decision.writes;
         let read_only_tx = self.route.deferred_begin.as_ref().is_some_and(|(_, ro)| *ro);
         let in_rw_tx = self.route.deferred_begin.is_some() && !read_only_tx;
         let (shard, replica_ok) = match decision.action {
@@ -444,6 +467,9 @@ impl State {
 
     fn check_decision(&mut self, d: Decision) -> Option<RouteError> {
         let a = self.route.attached.as_ref()?;
+        if d.writes && a.role == Role::Primary {
+            self.route.wrote = true;
+        }
         match d.action {
             Action::Shard { shard, .. } if shard != a.shard => Some(error(
                 router::route::FEATURE_NOT_SUPPORTED,
@@ -511,7 +537,11 @@ impl State {
             self.tx_status = b'T';
             return Some(Plan::Local { consumed, reply });
         }
-        // BEGIN held, nothing run yet: COMMIT or ROLLBACK ends nothing.
+        // BEGIN held, nothing run yet: COMMIT or ROLLBACK ends nothing
+        // (not `AND CHAIN`, which starts the next transaction at once).
+        if router::lex::Lexer::new(stmt).any(|t| t.is_keyword("CHAIN")) {
+            return None;
+        }
         let tag = match router::transaction_control(stmt)? {
             router::TxControl::Commit => "COMMIT",
             router::TxControl::Rollback => "ROLLBACK",
@@ -526,8 +556,7 @@ impl State {
     }
 
     /// `SET`/`SHOW`/`RESET` of a `meridian.*` setting: `Ok((tag, row))`.
-    #[allow(clippy::type_complexity)]
-    fn meridian_setting(&mut self, sql: &str) -> Option<Result<(String, Option<(String, String)>), RouteError>> {
+    fn meridian_setting(&mut self, sql: &str) -> Option<Result<SettingReply, RouteError>> {
         let stmts = router::lex::split_statements(sql);
         let [stmt] = stmts.as_slice() else { return None };
         let toks: Vec<router::lex::Token<'_>> = router::lex::Lexer::new(stmt).take(8).collect();

@@ -104,7 +104,10 @@ pub(super) fn classify_statement(sql: &str, topo: &Topology) -> Option<Analysis>
         b"LOCK" => lock(lx, topo),
         b"COPY" => copy(sql, lx, topo),
         b"DECLARE" => declare(sql, lx, topo),
-        _ => unparsed("unknown statement"),
+        _ => {
+            let shown: String = word.chars().take(32).collect::<String>().to_uppercase();
+            unparsed(&format!("unknown statement {shown}"))
+        }
     };
     Some(a)
 }

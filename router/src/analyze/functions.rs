@@ -4,9 +4,11 @@
 //!
 //! Volatile is not the same as unsafe here: `random()`, `clock_timestamp()`
 //! and `pg_sleep()` give a replica's answer that is as good as the
-//! primary's, so they are on the list. Functions whose answer depends on
-//! which server runs them in a way an application would notice
-//! (`pg_is_in_recovery()`, `pg_current_wal_lsn()`, `txid_current()`) are not.
+//! primary's, so they are on the list. So are `inet_server_port()` and
+//! `pg_is_in_recovery()`: they report which server answered, which is what
+//! a caller asks them for (and how the tests watch routing). Functions that
+//! fail on a standby or whose answer is the primary's business
+//! (`pg_current_wal_lsn()`, `txid_current()`) are not.
 
 use sqlparser::ast::{ObjectName, ObjectNamePart};
 
@@ -137,7 +139,7 @@ pub(crate) fn is_safe_builtin(name: &str) -> bool {
             | "current_user" | "current_role" | "session_user" | "user" | "current_catalog" | "current_schema"
             | "current_schemas" | "current_database" | "current_setting" | "current_query" | "version"
             | "pg_backend_pid" | "inet_client_addr" | "inet_client_port" | "inet_server_addr"
-            | "inet_server_port" | "pg_typeof" | "format_type" | "pg_get_viewdef" | "pg_get_indexdef"
+            | "inet_server_port" | "pg_is_in_recovery" | "pg_typeof" | "format_type" | "pg_get_viewdef" | "pg_get_indexdef"
             | "pg_get_constraintdef" | "pg_get_functiondef" | "pg_get_function_arguments"
             | "pg_get_function_identity_arguments" | "pg_get_function_result" | "pg_get_triggerdef"
             | "pg_get_ruledef" | "pg_get_expr" | "pg_get_userbyid" | "pg_get_serial_sequence"

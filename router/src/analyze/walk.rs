@@ -8,8 +8,8 @@
 //! WHERE (and of its inner joins' ON) give nodes their keys (`k = 5`,
 //! `k IN (...)`, `k = ANY($1)`), and equalities between two key columns
 //! (`p.owner_id = o.owner_id`, also from an outer join or a correlated
-//! subquery) put nodes into one *component*: rows that can only meet on
-//! one shard.
+//! subquery, and `o.owner_id IN (SELECT p.owner_id ...)`) put nodes into
+//! one *component*: rows that can only meet on one shard.
 //!
 //! ```text
 //!   SELECT ... FROM owners o JOIN pets p ON p.owner_id = o.owner_id
@@ -29,23 +29,23 @@
 //! `Unsupported` otherwise. A derived table or CTE over a sharded table
 //! without a key is unsupported: its rows would be computed per shard.
 
+mod dml;
+mod target;
+
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Assignment, AssignmentTarget, BinaryOperator, ConflictTarget, Delete, Distinct, Expr, FromTable, Ident, InTarget,
-    Insert, JoinConstraint, JoinOperator, LockType, Merge, MergeAction, MergeClauseKind, MergeUpdateKind, ObjectName,
-    ObjectNamePart, OnConflictAction, OnInsert, Query, Select, SetExpr, Statement, TableFactor, TableObject,
-    TableWithJoins, Update, UpdateTableFromKind, UtilityOption, Value, Visit, Visitor,
+    BinaryOperator, Distinct, Expr, Ident, InTarget, JoinConstraint, JoinOperator, LockType, ObjectName,
+    ObjectNamePart, Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableWithJoins, UtilityOption, Value,
+    Visit, Visitor,
 };
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 
 use super::fast::unparsed;
 use super::functions::is_read_safe;
-use super::keys::{array_keys, describe, key_source};
+use super::keys::{array_keys, key_source};
 use super::names::{TableKind, classify, display, ident_is, norm, table_parts};
+use super::parse::parse;
 use super::{Analysis, Class, KeySource, Targeting};
-use crate::lex::{Lexer, Token};
 use crate::topology::Topology;
 
 /// Parse and analyze one DML statement.
@@ -56,68 +56,7 @@ pub(super) fn analyze_dml(sql: &str, topo: &Topology) -> Analysis {
     }
 }
 
-/// Parse exactly one statement. sqlparser does not know `FOR NO KEY
-/// UPDATE` and `FOR KEY SHARE`; for routing they are `FOR UPDATE` and `FOR
-/// SHARE`, so a statement using them is parsed again without the `NO KEY` /
-/// `KEY` words (the text sent to the server is never changed).
-fn parse(sql: &str) -> Result<Statement, String> {
-    match parse_one(sql) {
-        Ok(s) => Ok(s),
-        Err(e) => match weaker_locks_as_strong(sql) {
-            Some(patched) => parse_one(&patched).map_err(|_| e),
-            None => Err(e),
-        },
-    }
-}
-
-fn parse_one(sql: &str) -> Result<Statement, String> {
-    let parsed = Parser::new(&PostgreSqlDialect {}).try_with_sql(sql).and_then(|mut p| p.parse_statements());
-    let mut stmts = parsed.map_err(|e| {
-        let msg = e.to_string();
-        let msg = msg.strip_prefix("sql parser error: ").unwrap_or(&msg);
-        let mut end = msg.len().min(100);
-        while !msg.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("does not parse: {}", &msg[..end])
-    })?;
-    match (stmts.pop(), stmts.is_empty()) {
-        (Some(s), true) => Ok(s),
-        (None, _) => Err("empty statement".to_owned()),
-        (Some(_), false) => Err("several statements".to_owned()),
-    }
-}
-
-/// `sql` with the `NO KEY` of `FOR NO KEY UPDATE` and the `KEY` of `FOR KEY
-/// SHARE` blanked out, if it has any.
-fn weaker_locks_as_strong(sql: &str) -> Option<String> {
-    let toks: Vec<(usize, Token<'_>)> = std::iter::from_fn({
-        let mut lx = Lexer::new(sql);
-        move || lx.next_token()
-    })
-    .collect();
-    let mut out: Option<Vec<u8>> = None;
-    for i in 0..toks.len() {
-        let is = |j: usize, k: &str| toks.get(i + j).is_some_and(|(_, t)| t.is_keyword(k));
-        let blank = if is(0, "FOR") && is(1, "NO") && is(2, "KEY") && is(3, "UPDATE") {
-            2
-        } else if is(0, "FOR") && is(1, "KEY") && is(2, "SHARE") {
-            1
-        } else {
-            continue;
-        };
-        let bytes = out.get_or_insert_with(|| sql.as_bytes().to_vec());
-        for (at, t) in &toks[i + 1..i + 1 + blank] {
-            if let Token::Word(word) = t {
-                bytes[*at..*at + word.len()].fill(b' ');
-            }
-        }
-    }
-    // Only ASCII letters were replaced by spaces: still UTF-8.
-    out.and_then(|b| String::from_utf8(b).ok())
-}
-
-pub(super) fn analyze_statement(stmt: &Statement, topo: &Topology) -> Analysis {
+fn analyze_statement(stmt: &Statement, topo: &Topology) -> Analysis {
     match stmt {
         Statement::Explain { analyze, options, statement, .. } => {
             let runs = *analyze || options.iter().flatten().any(option_is_analyze);
@@ -195,6 +134,10 @@ struct Walk<'t> {
     write: Option<&'static str>,
     /// The first function not known to be read-safe.
     unsafe_call: Option<String>,
+    /// A view of one server's own state (`pg_stat_activity`,
+    /// `pg_stat_wal_receiver`, `pg_locks`...): a replica would describe
+    /// itself, not the primary.
+    server_state: Option<String>,
     /// The first shape found that cannot be routed.
     unsupported: Option<String>,
     /// The first unsharded (non-catalog) table named.
@@ -205,6 +148,9 @@ struct Walk<'t> {
     insert: Option<Result<(usize, Vec<KeySource>), String>>,
     /// Why the main SELECT cannot run keyless over all shards.
     fanout_block: Option<&'static str>,
+    /// `k IN (SELECT k2 FROM ...)`: the node of `k` and the address of the
+    /// subquery's SELECT, whose output column is resolved when it is walked.
+    semijoins: Vec<(usize, usize)>,
 }
 
 /// One query (SELECT, set operation, VALUES, with its WITH clause).
@@ -274,11 +220,13 @@ impl<'t> Walk<'t> {
             opaque: Vec::new(),
             write: None,
             unsafe_call: None,
+            server_state: None,
             unsupported: None,
             plain: None,
             plain_target: None,
             insert: None,
             fanout_block: None,
+            semijoins: Vec::new(),
         }
     }
 
@@ -343,6 +291,9 @@ impl<'t> Walk<'t> {
         let entry_name = alias.map(norm);
         let is_cte = schema.is_none() && self.frames.iter().rev().any(|f| f.ctes.contains(&table));
         let kind = if is_cte { TableKind::Catalog } else { classify(self.topo, schema.as_deref(), &table) };
+        if !is_cte && kind == TableKind::Catalog && self.server_state.is_none() && is_server_state(&table) {
+            self.server_state = Some(table.clone());
+        }
         let (node, plain) = match kind {
             TableKind::Sharded(rule) => {
                 let idx = self.nodes.len();
@@ -468,6 +419,24 @@ impl<'t> Walk<'t> {
     }
 
     fn conjunct(&mut self, e: &Expr, keyed: bool) {
+        // `k IN (SELECT k2 ...)` as a conjunct: a row only needs subquery
+        // rows with its own key (NOT IN is left out: one NULL anywhere
+        // changes every answer).
+        let semijoin = match e {
+            Expr::In { expr, target: InTarget::Subquery(q), negated: false, .. } => Some((expr, q)),
+            Expr::AnyOp { left, compare_op: BinaryOperator::Eq, right, .. } => match &**right {
+                Expr::Subquery(q) => Some((left, q)),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some((col, q)) = semijoin
+            && let SetExpr::Select(sub) = &*q.body
+            && let Some((n, _)) = self.resolve(col)
+        {
+            self.semijoins.push((n, addr(&**sub)));
+            return;
+        }
         if let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } | Expr::IsNotDistinctFrom(left, right) = e
             && let (Some(l), Some(r)) = (self.resolve(left), self.resolve(right))
         {
@@ -606,307 +575,6 @@ impl<'t> Walk<'t> {
         let (a, b) = (&self.topo.tables[a], &self.topo.tables[b]);
         a.key_type == b.key_type && a.map == b.map
     }
-
-    /// A written key column: the statement would move rows between shards.
-    fn check_assignments(&mut self, node: usize, assignments: &[Assignment], excluded_ok: bool) {
-        let column = &self.topo.tables[self.nodes[node].rule].column;
-        let sets_key =
-            |name: &ObjectName| matches!(name.0.first(), Some(ObjectNamePart::Identifier(i)) if ident_is(i, column));
-        for a in assignments {
-            let hit = match &a.target {
-                AssignmentTarget::ColumnName(n) => sets_key(n),
-                AssignmentTarget::Tuple(ns) => ns.iter().any(sets_key),
-            };
-            // `ON CONFLICT (k) DO UPDATE SET k = excluded.k` keeps the key.
-            let same = excluded_ok
-                && matches!(&a.value, Expr::CompoundIdentifier(p)
-                    if p.len() == 2 && ident_is(&p[0], "excluded") && ident_is(&p[1], column));
-            if hit && !same {
-                let table = self.nodes[node].table.clone();
-                self.fail(|| format!("changing the shard key {table}.{column}"));
-                return;
-            }
-        }
-    }
-
-    fn enter_update(&mut self, u: &Update, top: bool) {
-        self.note_write(top, "UPDATE");
-        self.push_scope(top);
-        let mut c = Conds::default();
-        let target = self.register_target(&u.table.relation);
-        if let Some(n) = target {
-            self.check_assignments(n, &u.assignments, false);
-        }
-        for j in &u.table.joins {
-            self.register_factor(&j.relation, &mut c);
-        }
-        if let Some(UpdateTableFromKind::BeforeSet(from) | UpdateTableFromKind::AfterSet(from)) = &u.from {
-            for twj in from {
-                self.register(twj, &mut c, false);
-            }
-        }
-        if let Some(w) = &u.selection {
-            flatten_and(w, &mut c.keyed);
-        }
-        self.apply(&c);
-    }
-
-    fn enter_delete(&mut self, d: &Delete, top: bool) {
-        self.note_write(top, "DELETE");
-        self.push_scope(top);
-        let mut c = Conds::default();
-        let (FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables)) = &d.from;
-        for (i, twj) in tables.iter().enumerate() {
-            if i == 0 {
-                self.register_target(&twj.relation);
-                for j in &twj.joins {
-                    self.register_factor(&j.relation, &mut c);
-                }
-            } else {
-                self.register(twj, &mut c, false);
-            }
-        }
-        for twj in d.using.iter().flatten() {
-            self.register(twj, &mut c, false);
-        }
-        if let Some(w) = &d.selection {
-            flatten_and(w, &mut c.keyed);
-        }
-        self.apply(&c);
-    }
-
-    fn enter_insert(&mut self, i: &Insert, top: bool) {
-        self.note_write(top, "INSERT");
-        self.push_scope(top);
-        let TableObject::TableName(name) = &i.table else {
-            self.fail(|| "INSERT into a table function".to_owned());
-            return;
-        };
-        let Some(node) = self.register_target_name(name, i.table_alias.as_ref().map(|a| &a.alias)) else { return };
-        if let Some(OnInsert::OnConflict(oc)) = &i.on
-            && let OnConflictAction::DoUpdate(du) = &oc.action
-        {
-            let column = &self.topo.tables[self.nodes[node].rule].column;
-            let on_key = matches!(&oc.conflict_target, Some(ConflictTarget::Columns { columns, .. })
-                if columns.iter().any(|c| ident_is(c, column)));
-            self.check_assignments(node, &du.assignments, on_key);
-        }
-        let table = self.nodes[node].table.clone();
-        if !top {
-            self.fail(|| format!("INSERT into sharded table {table} inside WITH"));
-            return;
-        }
-        let rule = self.nodes[node].rule;
-        let rows = insert_rows(i, &self.topo.tables[rule].column, &table).map(|rows| (rule, rows));
-        self.insert = Some(rows);
-    }
-
-    fn register_target_name(&mut self, name: &ObjectName, alias: Option<&Ident>) -> Option<usize> {
-        let (node, plain) = self.register_table(name, alias);
-        if let Some(p) = plain {
-            self.plain_target.get_or_insert(p);
-        }
-        node
-    }
-
-    fn enter_merge(&mut self, m: &Merge, top: bool) {
-        self.note_write(top, "MERGE");
-        self.push_scope(top);
-        let mut c = Conds::default();
-        let target = self.register_target(&m.table);
-        self.register_factor(&m.source, &mut c);
-        // WHEN NOT MATCHED BY SOURCE acts on target rows the ON rejects.
-        let by_source = m.clauses.iter().any(|cl| cl.clause_kind == MergeClauseKind::NotMatchedBySource);
-        flatten_and(&m.on, if by_source { &mut c.links } else { &mut c.keyed });
-        if let Some(n) = target {
-            for cl in &m.clauses {
-                match &cl.action {
-                    MergeAction::Insert(_) => {
-                        let table = self.nodes[n].table.clone();
-                        self.fail(|| format!("MERGE ... INSERT into sharded table {table}"));
-                    }
-                    MergeAction::Update(u) => {
-                        if let MergeUpdateKind::Set(assignments) = &u.kind {
-                            self.check_assignments(n, assignments, false);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        self.apply(&c);
-    }
-
-    fn finish(mut self) -> Analysis {
-        let targeting = self.targeting();
-        let class = if self.write.is_some() { Class::Write } else { Class::Read };
-        let replica_safe = class == Class::Read && self.unsafe_call.is_none();
-        let target = self.describe(&targeting);
-        let reason = match (self.write, &self.unsafe_call) {
-            (Some(w), _) => format!("{w}; {target}"),
-            (None, Some(f)) => format!("calls {f}(); {target}"),
-            (None, None) => format!("read; {target}"),
-        };
-        Analysis { class, replica_safe, targeting, reason }
-    }
-
-    fn describe(&self, t: &Targeting) -> String {
-        let rule = |r: usize| &self.topo.tables[r];
-        match t {
-            Targeting::Unsharded => "unsharded".to_owned(),
-            Targeting::Keyed { rule: r, keys } => format!("key {}", describe(&rule(*r).column, keys)),
-            Targeting::InsertRows { rule: r, rows } if rows.len() == 1 => {
-                format!("key {}", describe(&rule(*r).column, rows))
-            }
-            Targeting::InsertRows { rule: r, rows } => format!("{} rows by {}", rows.len(), rule(*r).column),
-            Targeting::AllShards { rule: r } => {
-                format!("all shards of {}", display(rule(*r).schema.as_deref(), &rule(*r).table))
-            }
-            Targeting::Unsupported(m) => m.clone(),
-        }
-    }
-
-    fn targeting(&mut self) -> Targeting {
-        if let Some(m) = self.unsupported.take() {
-            return Targeting::Unsupported(m);
-        }
-        let Some(first) = self.nodes.first() else { return Targeting::Unsharded };
-        if let Some(t) = &self.plain_target {
-            return Targeting::Unsupported(format!(
-                "write to unsharded table {t} reading sharded table {}",
-                first.table
-            ));
-        }
-        if let Some(p) = &self.plain {
-            return Targeting::Unsupported(format!(
-                "join of sharded table {} with unsharded table {p} across shards",
-                first.table
-            ));
-        }
-        if let Some(insert) = self.insert.take() {
-            return match insert {
-                Ok((rule, rows)) if self.nodes.len() == 1 => Targeting::InsertRows { rule, rows },
-                Ok(_) => Targeting::Unsupported(format!(
-                    "INSERT into sharded table {} with a subquery on sharded table {}",
-                    self.nodes[0].table, self.nodes[1].table
-                )),
-                Err(m) => Targeting::Unsupported(m),
-            };
-        }
-        let comps = self.components();
-        if comps.iter().all(|c| c.keyed.is_some()) {
-            let keyed = |c: &Component| c.keyed.and_then(|n| self.nodes[n].keys.as_ref().map(|k| (n, k)));
-            let Some((n0, keys)) = keyed(&comps[0]) else { return Targeting::Unsharded };
-            for c in &comps[1..] {
-                match keyed(c) {
-                    Some((n, k)) if k == keys && self.compatible(self.nodes[n].rule, self.nodes[n0].rule) => {}
-                    _ => {
-                        return Targeting::Unsupported(format!(
-                            "sharded tables {} and {} with different shard keys",
-                            self.nodes[n0].table, self.nodes[c.first].table
-                        ));
-                    }
-                }
-            }
-            return Targeting::Keyed { rule: self.nodes[n0].rule, keys: keys.clone() };
-        }
-        let Some(keyless) = comps.iter().find(|c| c.keyed.is_none()) else { return Targeting::Unsharded };
-        if let Some(other) = comps.iter().find(|c| c.root != keyless.root) {
-            let (a, b) = (keyless.first.min(other.first), keyless.first.max(other.first));
-            let (a, b) = (&self.nodes[a].table, &self.nodes[b].table);
-            return Targeting::Unsupported(if self.top_set_op {
-                format!("set operation over sharded tables {a} and {b} without a shard key")
-            } else {
-                format!("join of sharded tables {a} and {b} without a shard key")
-            });
-        }
-        let table = &self.nodes[keyless.first].table;
-        let Some(top) = keyless.top.filter(|_| !keyless.opaque) else {
-            return Targeting::Unsupported(if self.top_set_op {
-                format!("set operation over all shards of {table}")
-            } else {
-                format!("subquery on sharded table {table} without a shard key")
-            });
-        };
-        if let Some(why) = self.fanout_block {
-            return Targeting::Unsupported(why.to_owned());
-        }
-        Targeting::AllShards { rule: self.nodes[top].rule }
-    }
-
-    fn components(&mut self) -> Vec<Component> {
-        let mut comps: Vec<Component> = Vec::new();
-        for n in 0..self.nodes.len() {
-            let root = self.find(n);
-            let node = &self.nodes[n];
-            let i = match comps.iter().position(|c| c.root == root) {
-                Some(i) => i,
-                None => {
-                    comps.push(Component { root, first: n, depth: usize::MAX, keyed: None, top: None, opaque: false });
-                    comps.len() - 1
-                }
-            };
-            let c = &mut comps[i];
-            c.opaque |= node.opaque;
-            if node.top && c.top.is_none() {
-                c.top = Some(n);
-            }
-            if node.depth < c.depth {
-                c.depth = node.depth;
-                c.keyed = None;
-            }
-            if node.depth == c.depth && c.keyed.is_none() && node.keys.is_some() {
-                c.keyed = Some(n);
-            }
-        }
-        comps
-    }
-}
-
-/// Sharded tables whose rows meet on one shard.
-struct Component {
-    root: usize,
-    /// The first node, for messages.
-    first: usize,
-    /// The outermost scope depth of its nodes.
-    depth: usize,
-    /// The first node at that depth with keys.
-    keyed: Option<usize>,
-    /// A node in the main SELECT or written table.
-    top: Option<usize>,
-    /// A node in a derived table or CTE.
-    opaque: bool,
-}
-
-/// One key per row of `INSERT INTO t (cols) VALUES (...), ...`.
-fn insert_rows(i: &Insert, column: &str, table: &str) -> Result<Vec<KeySource>, String> {
-    if i.columns.is_empty() {
-        return Err(format!("INSERT into sharded table {table} must name its columns"));
-    }
-    let is_key = |c: &ObjectName| matches!(c.0.last(), Some(ObjectNamePart::Identifier(id)) if ident_is(id, column));
-    let Some(pos) = i.columns.iter().position(is_key) else {
-        return Err(format!("INSERT into sharded table {table} without its key column {column}"));
-    };
-    let Some(src) = &i.source else {
-        return Err(format!("INSERT into sharded table {table} without its key column {column}"));
-    };
-    let SetExpr::Values(values) = &*src.body else {
-        return Err(format!("INSERT ... SELECT into sharded table {table}"));
-    };
-    if src.with.is_some() {
-        return Err(format!("INSERT ... SELECT into sharded table {table}"));
-    }
-    values
-        .rows
-        .iter()
-        .enumerate()
-        .map(|(r, row)| {
-            row.content
-                .get(pos)
-                .and_then(key_source)
-                .ok_or_else(|| format!("INSERT into sharded table {table}: row {} has no constant {column}", r + 1))
-        })
-        .collect()
 }
 
 impl Visitor for Walk<'_> {
@@ -967,10 +635,10 @@ impl Visitor for Walk<'_> {
             self.write.get_or_insert("SELECT INTO");
         }
         if top {
-            match &s.distinct {
-                Some(Distinct::Distinct) => self.fanout_block = Some("DISTINCT over all shards"),
-                Some(Distinct::On(_)) => self.fanout_block = Some("DISTINCT ON over all shards"),
-                _ => {}
+            // Plain DISTINCT merges (the fan-out dedups); DISTINCT ON keeps
+            // one row per group chosen by ORDER BY on each shard: it does not.
+            if let Some(Distinct::On(_)) = &s.distinct {
+                self.fanout_block = Some("DISTINCT ON over all shards");
             }
         }
         self.push_scope(top);
@@ -982,6 +650,14 @@ impl Visitor for Walk<'_> {
             flatten_and(w, &mut c.keyed);
         }
         self.apply(&c);
+        if let Some(i) = self.semijoins.iter().position(|(_, sub)| *sub == addr(s)) {
+            let (outer, _) = self.semijoins.swap_remove(i);
+            if let [SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }] = s.projection.as_slice()
+                && let Some(inner) = self.local_key(e)
+            {
+                self.union(outer, inner);
+            }
+        }
         ControlFlow::Continue(())
     }
 
@@ -1008,6 +684,22 @@ impl Visitor for Walk<'_> {
     }
 }
 
+/// System views whose rows describe the server that answers (its
+/// sessions, locks, replication, statistics counters) rather than data.
+fn is_server_state(table: &str) -> bool {
+    table.starts_with("pg_stat_")
+        || table.starts_with("pg_statio_")
+        || matches!(
+            table,
+            "pg_locks"
+                | "pg_replication_slots"
+                | "pg_prepared_xacts"
+                | "pg_backend_memory_contexts"
+                | "pg_replication_origin_status"
+                | "pg_shmem_allocations"
+        )
+}
+
 impl Walk<'_> {
     fn check_call(&mut self, name: &ObjectName) {
         if self.unsafe_call.is_none() && !is_read_safe(name) {
@@ -1029,29 +721,7 @@ impl Walk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn weaker_locks_are_blanked() {
-        assert_eq!(
-            weaker_locks_as_strong("SELECT 1 FROM t FOR NO KEY UPDATE").as_deref(),
-            Some("SELECT 1 FROM t FOR        UPDATE")
-        );
-        assert_eq!(
-            weaker_locks_as_strong("select 'for key share' from t for key share of t").as_deref(),
-            Some("select 'for key share' from t for     share of t")
-        );
-        assert_eq!(weaker_locks_as_strong("TABLE t FOR KEY SHARE").as_deref(), Some("TABLE t FOR     SHARE"));
-        assert_eq!(weaker_locks_as_strong("SELECT 'FOR NO KEY UPDATE'"), None);
-    }
-
-    #[test]
-    fn parse_errors_are_short() {
-        let e = parse("SELECT FROM WHERE (").unwrap_err();
-        assert!(e.starts_with("does not parse: "), "{e}");
-        assert!(e.len() < 120, "{e}");
-        assert_eq!(parse("SELECT 1; SELECT 2").unwrap_err(), "several statements");
-        assert!(parse("SELECT 1;").is_ok());
-    }
+    use crate::analyze::parse::parse;
 
     #[test]
     fn explain_options() {

@@ -47,6 +47,10 @@ pub(crate) struct Layout {
     /// End of `SELECT [DISTINCT | ALL]`: where hidden columns go when the
     /// select list is empty.
     pub select_end: usize,
+    /// `DISTINCT` or `ALL` follows `SELECT`.
+    pub quantifier: bool,
+    /// The select list ends at a top-level `FROM`.
+    pub from: bool,
     /// Each select-list item, alias included.
     pub items: Vec<Range<usize>>,
     /// Each GROUP BY item.
@@ -89,7 +93,8 @@ pub(crate) fn scan(sql: &str) -> Option<Layout> {
     }
     let end = toks.last()?.end;
     let mut i = 1;
-    if toks.get(i).is_some_and(|t| t.is("distinct") || t.is("all")) {
+    let quantifier = toks.get(i).is_some_and(|t| t.is("distinct") || t.is("all"));
+    if quantifier {
         i += 1;
     }
     let select_end = toks[i - 1].end;
@@ -99,8 +104,10 @@ pub(crate) fn scan(sql: &str) -> Option<Layout> {
     };
     let list_end = (i..toks.len()).find(|&j| is_clause(&toks, j, SELECT_LIST_END)).unwrap_or(toks.len());
     let items = split_commas(&toks[i..list_end]);
+    let from = toks.get(list_end).is_some_and(|t| t.is("from"));
 
-    let mut layout = Layout { select_end, items, group_by: Vec::new(), order_by: Vec::new(), tail: None, end };
+    let mut layout =
+        Layout { select_end, quantifier, from, items, group_by: Vec::new(), order_by: Vec::new(), tail: None, end };
     let mut j = list_end;
     while j < toks.len() {
         if !is_clause(&toks, j, CLAUSE_START) {
@@ -141,6 +148,12 @@ fn split_commas(toks: &[Tok<'_>]) -> Vec<Range<usize>> {
             _ => 0..0,
         })
         .collect()
+}
+
+/// Is `range` exactly `LIMIT ALL` (which sqlparser reads as no limit)?
+pub(crate) fn is_limit_all(sql: &str, range: Range<usize>) -> bool {
+    let toks = tokens(&sql[range]);
+    toks.len() == 2 && toks[0].is("limit") && toks[1].is("all")
 }
 
 /// `range` without a trailing `[AS] alias`, when its last token is that

@@ -474,7 +474,7 @@ proptest! {
         let want: Row = vec![
             enc_i8(values.len() as i64),
             enc_i8(xs.len() as i64),
-            (!xs.is_empty()).then(|| sum as i64).and_then(enc_i8),
+            (!xs.is_empty()).then_some(sum as i64).and_then(enc_i8),
             xs.iter().min().copied().and_then(enc_i4),
             xs.iter().max().copied().and_then(enc_i4),
             avg.map(|a| if binary { num(&a).unwrap() } else { Bytes::from(a) }),
@@ -563,5 +563,34 @@ proptest! {
         // BTreeMap orders None first, as NULLS FIRST does.
         let want: Vec<Row> = per_group(&rows_in).into_iter().map(|(g, (c, s, m))| text(g, c, s, m)).collect();
         prop_assert_eq!(p.merge(&fields, shard_rows).unwrap(), want);
+    }
+}
+
+proptest! {
+    /// Malformed values from a shard are errors, never panics.
+    #[test]
+    fn merge_never_panics_on_bad_values(
+        values in prop::collection::vec(prop::option::of(prop::collection::vec(any::<u8>(), 0..24)), 0..40),
+        binary in any::<bool>(),
+    ) {
+        let oids = [NUMERIC, FLOAT8, DATE, TIMESTAMPTZ, UUID, BOOL, INT4, FLOAT4];
+        for (i, &oid) in oids.iter().enumerate() {
+            let p = plan("SELECT v FROM t ORDER BY v COLLATE \"C\"").unwrap();
+            let fields = vec![field("v", oid, i16::from(binary))];
+            let rows: Vec<Row> = values.iter().skip(i).map(|v| vec![v.clone().map(Bytes::from)]).collect();
+            let _ = p.merge(&fields, vec![rows.clone(), rows.clone()]);
+            let p = plan("SELECT v, count(*), min(v), sum(v), avg(v) FROM t GROUP BY v").unwrap();
+            let fields = vec![
+                field("v", oid, i16::from(binary)),
+                field("count", INT8, i16::from(binary)),
+                field("min", oid, i16::from(binary)),
+                field("sum", oid, i16::from(binary)),
+                field("avg", oid, i16::from(binary)),
+                field("s", oid, i16::from(binary)),
+                field("c", INT8, i16::from(binary)),
+            ];
+            let rows: Vec<Row> = values.iter().map(|v| vec![v.clone().map(Bytes::from); 7]).collect();
+            let _ = p.merge(&fields, vec![rows]);
+        }
     }
 }

@@ -17,210 +17,20 @@
 use std::ops::{ControlFlow, Range};
 
 use sqlparser::ast::{
-    Distinct, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
-    LimitClause, ObjectName, ObjectNamePart, OrderByExpr, OrderByKind, OrderBySort, Query, Select, SelectFlavor,
-    SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, UnaryOperator, Value, Visit, Visitor,
+    Distinct, DuplicateTreatment, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, LimitClause,
+    ObjectName, ObjectNamePart, OrderByExpr, OrderByKind, OrderBySort, Query, Select, SelectFlavor, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, UnaryOperator, Value, Visit, Visitor,
     WildcardAdditionalOptions, visit_expressions,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+use super::functions::{builtin_name, check_plain, has_aggregate, norm};
 use super::layout::{self, Layout};
 use super::{AggCol, ColRef, Collation, FanoutPlan, Mode, Role, SortKey, Spec, Unsupported};
 
 /// Aliases of hidden columns start with this; client SQL may not use it.
 const HIDDEN_PREFIX: &str = "__meridian_";
-
-/// Aggregates the merge combines.
-const AGGREGATES: &[&str] = &["count", "sum", "min", "max", "avg"];
-
-/// Built-in aggregates (and window-only functions) it does not.
-const OTHER_AGGREGATES: &[&str] = &[
-    "any_value",
-    "array_agg",
-    "bit_and",
-    "bit_or",
-    "bit_xor",
-    "bool_and",
-    "bool_or",
-    "corr",
-    "covar_pop",
-    "covar_samp",
-    "cume_dist",
-    "dense_rank",
-    "every",
-    "first_value",
-    "grouping",
-    "json_agg",
-    "json_object_agg",
-    "jsonb_agg",
-    "jsonb_object_agg",
-    "lag",
-    "last_value",
-    "lead",
-    "mode",
-    "nth_value",
-    "ntile",
-    "percent_rank",
-    "percentile_cont",
-    "percentile_disc",
-    "range_agg",
-    "range_intersect_agg",
-    "rank",
-    "regr_avgx",
-    "regr_avgy",
-    "regr_count",
-    "regr_intercept",
-    "regr_r2",
-    "regr_slope",
-    "regr_sxx",
-    "regr_sxy",
-    "regr_syy",
-    "row_number",
-    "stddev",
-    "stddev_pop",
-    "stddev_samp",
-    "string_agg",
-    "var_pop",
-    "var_samp",
-    "variance",
-    "xmlagg",
-];
-
-/// Built-in functions known to be plain (one value per row, the same on
-/// every shard). Any other call in the select list, ORDER BY or GROUP BY is
-/// refused: it could be a user-defined aggregate, whose per-shard results
-/// cannot be concatenated.
-const PLAIN_FUNCTIONS: &[&str] = &[
-    "abs",
-    "acos",
-    "array_append",
-    "array_cat",
-    "array_length",
-    "array_lower",
-    "array_position",
-    "array_prepend",
-    "array_remove",
-    "array_replace",
-    "array_to_string",
-    "array_upper",
-    "ascii",
-    "asin",
-    "atan",
-    "atan2",
-    "bit_length",
-    "btrim",
-    "cardinality",
-    "cbrt",
-    "ceil",
-    "ceiling",
-    "char_length",
-    "character_length",
-    "chr",
-    "coalesce",
-    "concat",
-    "concat_ws",
-    "cos",
-    "cot",
-    "date_bin",
-    "date_part",
-    "date_trunc",
-    "decode",
-    "degrees",
-    "div",
-    "encode",
-    "exp",
-    "extract",
-    "floor",
-    "format",
-    "gcd",
-    "greatest",
-    "initcap",
-    "isfinite",
-    "json_array_length",
-    "json_build_array",
-    "json_build_object",
-    "json_extract_path",
-    "json_extract_path_text",
-    "json_typeof",
-    "jsonb_array_length",
-    "jsonb_build_array",
-    "jsonb_build_object",
-    "jsonb_extract_path",
-    "jsonb_extract_path_text",
-    "jsonb_set",
-    "jsonb_strip_nulls",
-    "jsonb_typeof",
-    "justify_days",
-    "justify_hours",
-    "justify_interval",
-    "lcm",
-    "least",
-    "left",
-    "length",
-    "ln",
-    "log",
-    "log10",
-    "lower",
-    "lpad",
-    "ltrim",
-    "make_date",
-    "make_interval",
-    "make_time",
-    "make_timestamp",
-    "make_timestamptz",
-    "md5",
-    "mod",
-    "nullif",
-    "num_nonnulls",
-    "num_nulls",
-    "octet_length",
-    "overlay",
-    "pi",
-    "position",
-    "pow",
-    "power",
-    "quote_ident",
-    "quote_literal",
-    "quote_nullable",
-    "radians",
-    "regexp_replace",
-    "repeat",
-    "replace",
-    "reverse",
-    "right",
-    "round",
-    "row_to_json",
-    "rpad",
-    "rtrim",
-    "scale",
-    "sha224",
-    "sha256",
-    "sha384",
-    "sha512",
-    "sign",
-    "sin",
-    "split_part",
-    "sqrt",
-    "starts_with",
-    "string_to_array",
-    "strpos",
-    "substr",
-    "substring",
-    "tan",
-    "to_char",
-    "to_date",
-    "to_hex",
-    "to_json",
-    "to_jsonb",
-    "to_number",
-    "to_timestamp",
-    "translate",
-    "trim",
-    "trunc",
-    "upper",
-    "width_bucket",
-];
 
 fn unsupported(msg: impl Into<String>) -> Unsupported {
     Unsupported(msg.into())
@@ -355,25 +165,6 @@ fn check_select(s: &Select) -> Result<(), Unsupported> {
     Ok(())
 }
 
-/// An identifier as PG folds it: unquoted names to lower case.
-fn norm(id: &Ident) -> String {
-    if id.quote_style.is_some() { id.value.clone() } else { id.value.to_ascii_lowercase() }
-}
-
-/// A function's name when it is unqualified or in `pg_catalog`.
-fn builtin_name(name: &ObjectName) -> Option<String> {
-    let parts: Vec<&Ident> = name
-        .0
-        .iter()
-        .map(|p| if let ObjectNamePart::Identifier(id) = p { Some(id) } else { None })
-        .collect::<Option<_>>()?;
-    match parts.as_slice() {
-        [f] => Some(norm(f)),
-        [schema, f] if norm(schema) == "pg_catalog" => Some(norm(f)),
-        _ => None,
-    }
-}
-
 fn unnest(mut e: &Expr) -> &Expr {
     while let Expr::Nested(inner) = e {
         e = inner;
@@ -394,67 +185,6 @@ fn top_collation(e: &Expr) -> Collation {
         Expr::Collate { collation, .. } => collation_of(collation),
         _ => Collation::Default,
     }
-}
-
-/// Refuse what the merge cannot reproduce inside a per-row expression:
-/// aggregates (`count(*) * 2`), unknown functions, and the rest.
-fn check_plain(e: &Expr) -> Result<(), Unsupported> {
-    let mut err = None;
-    let _ = visit_expressions(e, |x| {
-        let result = match x {
-            Expr::Function(f) => check_plain_call(f),
-            Expr::GroupingSets(_) | Expr::Cube(_) | Expr::Rollup(_) => {
-                Err(unsupported("GROUPING SETS, ROLLUP and CUBE are not supported"))
-            }
-            _ => Ok(()),
-        };
-        match result {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(u) => {
-                err = Some(u);
-                ControlFlow::Break(())
-            }
-        }
-    });
-    err.map_or(Ok(()), Err)
-}
-
-fn check_plain_call(f: &Function) -> Result<(), Unsupported> {
-    if f.over.is_some() {
-        return Err(unsupported("window functions are not supported"));
-    }
-    if !f.within_group.is_empty() {
-        return Err(unsupported("ordered-set aggregates (WITHIN GROUP) are not supported"));
-    }
-    if f.filter.is_some() {
-        return Err(unsupported("FILTER clauses are not supported"));
-    }
-    match builtin_name(&f.name) {
-        Some(n) if AGGREGATES.contains(&n.as_str()) => {
-            Err(unsupported("expressions over aggregates (such as count(*) * 2) are not supported"))
-        }
-        Some(n) if OTHER_AGGREGATES.contains(&n.as_str()) => Err(unsupported(format!("{n}() is not supported"))),
-        Some(n) if PLAIN_FUNCTIONS.contains(&n.as_str()) => Ok(()),
-        _ => Err(unsupported(format!(
-            "function {}() is not supported (only built-in functions known not to be aggregates are)",
-            f.name
-        ))),
-    }
-}
-
-/// Does `e` call an aggregate anywhere?
-fn has_aggregate(e: &Expr) -> bool {
-    visit_expressions(e, |x| match x {
-        Expr::Function(f)
-            if f.over.is_none()
-                && builtin_name(&f.name)
-                    .is_some_and(|n| AGGREGATES.contains(&n.as_str()) || OTHER_AGGREGATES.contains(&n.as_str())) =>
-        {
-            ControlFlow::Break(())
-        }
-        _ => ControlFlow::Continue(()),
-    })
-    .is_break()
 }
 
 /// A position (`ORDER BY 2`, `GROUP BY 1`), or `None` for an expression.
@@ -632,7 +362,21 @@ impl<'a> Planner<'a> {
         if query.order_by.as_ref().is_some_and(|o| o.interpolate.is_some()) {
             return Err(unsupported("this kind of ORDER BY is not supported"));
         }
-        if order_by.len() != self.layout.order_by.len() || group_by.len() != self.layout.group_by.len() {
+        // The text and the parse must agree on every part spliced or cut.
+        let l = &self.layout;
+        if order_by.len() != l.order_by.len()
+            || group_by.len() != l.group_by.len()
+            || !l.from
+            || l.quantifier != self.select.distinct.is_some()
+            || match l.tail {
+                Some(tail) => {
+                    query.limit_clause.is_none()
+                        && query.fetch.is_none()
+                        && !layout::is_limit_all(self.sql, tail..l.end)
+                }
+                None => query.limit_clause.is_some() || query.fetch.is_some(),
+            }
+        {
             return Err(not_located());
         }
         let distinct = matches!(self.select.distinct, Some(Distinct::Distinct));
@@ -852,7 +596,7 @@ impl<'a> Planner<'a> {
             let name = norm(id);
             let aliased_other = self.items.iter().any(|it| {
                 it.alias.as_deref() == Some(name.as_str())
-                    && !it.expr.is_some_and(|e| self.column_name(e).as_deref() == Some(name.as_str()))
+                    && it.expr.is_none_or(|e| self.column_name(e).as_deref() != Some(name.as_str()))
             });
             if aliased_other {
                 return Err(unsupported(format!(

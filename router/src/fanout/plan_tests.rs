@@ -225,3 +225,98 @@ fn display() {
     );
     assert_eq!(MergeError("x".into()).to_string(), "cross-shard read: x");
 }
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::plan;
+
+    const WORDS: &[&str] = &[
+        "SELECT", "FROM", "t", "u", "a", "b", "count", "sum", "avg", "min", "max", "lower", "(", ")", "*", ",",
+        "ORDER", "BY", "GROUP", "LIMIT", "OFFSET", "1", "2", "$1", "DISTINCT", "AS", "\"x\"", "COLLATE", "\"C\"",
+        "DESC", "NULLS", "FIRST", "WHERE", "=", "+", ";", "--c\n", "/*c*/", "'s'", "FETCH", "ROWS", "ONLY", "OVER",
+        "JOIN",
+    ];
+    const ITEMS: &[&str] = &[
+        "a",
+        "b AS x",
+        "t.a",
+        "count(*)",
+        "sum(a)",
+        "avg(b) AS \"Avg\"",
+        "lower(c)",
+        "*",
+        "a + 1",
+        "max(c COLLATE \"C\")",
+        "min(a)",
+        "$1",
+        "'lit'",
+    ];
+    const GROUPS: &[&str] = &["", " GROUP BY a", " GROUP BY 1", " GROUP BY b, a", " GROUP BY lower(c)"];
+    const ORDERS: &[&str] = &[
+        "",
+        " ORDER BY 1",
+        " ORDER BY a DESC",
+        " ORDER BY x NULLS FIRST",
+        " ORDER BY count(*)",
+        " ORDER BY c COLLATE \"C\"",
+        " ORDER BY avg(b) DESC, 1",
+        " ORDER BY a + 1",
+        " /* o */ ORDER BY b",
+    ];
+    const LIMITS: &[&str] =
+        &["", " LIMIT 5", " LIMIT 5 OFFSET 2", " OFFSET 3", " FETCH FIRST 2 ROWS ONLY", " LIMIT ALL", ";"];
+
+    fn shard_sql_parses(sql: &str) -> Result<(), TestCaseError> {
+        if let Ok(p) = plan(sql) {
+            let parsed = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &p.shard_sql);
+            prop_assert!(parsed.is_ok(), "{sql} -> {}", p.shard_sql);
+            let Ok(statements) = parsed else { unreachable!() };
+            // The shard statement is the client's with columns appended.
+            let Some(sqlparser::ast::Statement::Query(q)) = statements.first() else { unreachable!() };
+            let sqlparser::ast::SetExpr::Select(s) = q.body.as_ref() else { unreachable!() };
+            let Ok(original) = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+            else {
+                unreachable!()
+            };
+            let Some(sqlparser::ast::Statement::Query(oq)) = original.first() else { unreachable!() };
+            let sqlparser::ast::SetExpr::Select(os) = oq.body.as_ref() else { unreachable!() };
+            prop_assert_eq!(s.projection.len(), os.projection.len() + p.hidden_columns(), "{}", sql);
+            prop_assert_eq!(&s.projection[..os.projection.len()], &os.projection[..]);
+            prop_assert_eq!(&s.selection, &os.selection);
+            prop_assert_eq!(&s.group_by, &os.group_by);
+            prop_assert_eq!(&q.order_by, &oq.order_by);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// Whatever the text, `plan` answers without panicking.
+        #[test]
+        fn plan_never_panics(words in prop::collection::vec(prop::sample::select(WORDS), 0..24), prefix in any::<bool>()) {
+            let mut sql = if prefix { String::from("SELECT ") } else { String::new() };
+            sql.push_str(&words.join(" "));
+            shard_sql_parses(&sql)?;
+        }
+
+        /// Plausible SELECTs: a plan's shard SQL keeps the client's select
+        /// list, WHERE, GROUP BY and ORDER BY, with hidden columns appended.
+        #[test]
+        fn shard_sql_keeps_the_statement(
+            distinct in any::<bool>(),
+            items in prop::collection::vec(prop::sample::select(ITEMS), 1..4),
+            filter in any::<bool>(),
+            group in prop::sample::select(GROUPS),
+            order in prop::sample::select(ORDERS),
+            limit in prop::sample::select(LIMITS),
+        ) {
+            let sql = format!(
+                "SELECT {}{} FROM t{}{group}{order}{limit}",
+                if distinct { "DISTINCT " } else { "" },
+                items.join(", "),
+                if filter { " WHERE a = $1 -- c\n" } else { "" },
+            );
+            shard_sql_parses(&sql)?;
+        }
+    }
+}
