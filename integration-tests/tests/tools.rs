@@ -324,7 +324,17 @@ const SELECT_PER_CLIENT: u64 = 500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_tpcb_in_all_query_modes_keeps_the_invariant() -> anyhow::Result<()> {
-    let bed = TestBed::start().await?;
+    tpcb_in_all_query_modes(&TestBed::start().await?).await
+}
+
+/// [`pgbench_tpcb_in_all_query_modes_keeps_the_invariant`] through routing: reads on two streaming replicas,
+/// read-your-writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_tpcb_in_all_query_modes_keeps_the_invariant_routed() -> anyhow::Result<()> {
+    tpcb_in_all_query_modes(&routed_bed().await?).await
+}
+
+async fn tpcb_in_all_query_modes(bed: &TestBed) -> anyhow::Result<()> {
     let ci = bed.conninfo();
     let per_client = TPCB_PER_CLIENT.to_string();
     let expected = TPCB_PER_CLIENT * CLIENTS.parse::<u64>()?;
@@ -340,12 +350,12 @@ async fn pgbench_tpcb_in_all_query_modes_keeps_the_invariant() -> anyhow::Result
         )
         .await?;
         assert!(stderr(&init).contains("done"), "{}", show(&init));
-        assert_eq!(tpcb_sums(&bed).await?, [0; 5], "fresh tables");
+        assert_eq!(tpcb_sums(bed).await?, [0; 5], "fresh tables");
 
         let r = pgbench(&ci, &["-M", mode, "-c", CLIENTS, "-j", THREADS, "-t", &per_client]).await?;
         assert_eq!(r.failed, 0, "-M {mode}: failed transactions:\n{}", r.text);
         assert_eq!(r.processed, expected, "-M {mode}:\n{}", r.text);
-        let [a, b, t, h, n] = tpcb_sums(&bed).await?;
+        let [a, b, t, h, n] = tpcb_sums(bed).await?;
         assert_eq!(n, expected as i64, "-M {mode}: one history row per transaction");
         assert!(
             a == b && b == t && t == h,
@@ -354,6 +364,17 @@ async fn pgbench_tpcb_in_all_query_modes_keeps_the_invariant() -> anyhow::Result
         eprintln!("pgbench -M {mode}: {expected} transactions, balances {a}");
     }
     Ok(())
+}
+
+/// A bed routing through a one-shard topology of a primary and two
+/// streaming replicas.
+async fn routed_bed() -> anyhow::Result<TestBed> {
+    TestBed::start_with(integration_tests::BedSpec {
+        cluster: harness::ClusterSpec::default().with_replicas(2),
+        routed: true,
+        ..Default::default()
+    })
+    .await
 }
 
 /// `pgbench -i -s 1` through `conninfo`.
@@ -549,8 +570,18 @@ async fn pg_dump(conninfo: &str, args: &[&str]) -> anyhow::Result<Output> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_dump_schema_through_meridian_is_identical_to_direct() -> anyhow::Result<()> {
-    let bed = TestBed::start().await?;
-    create_db(&bed, "dumpsrc", &format!("{SCHEMA}\n{DATA}")).await?;
+    dump_schema_identical(&TestBed::start().await?).await
+}
+
+/// [`pg_dump_schema_through_meridian_is_identical_to_direct`] through routing: reads on two streaming replicas,
+/// read-your-writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_dump_schema_through_meridian_is_identical_to_direct_routed() -> anyhow::Result<()> {
+    dump_schema_identical(&routed_bed().await?).await
+}
+
+async fn dump_schema_identical(bed: &TestBed) -> anyhow::Result<()> {
+    create_db(bed, "dumpsrc", &format!("{SCHEMA}\n{DATA}")).await?;
 
     let via = pg_dump(&with_db(&bed.conninfo(), "dumpsrc"), &["-s"]).await?;
     let direct = pg_dump(&with_db(&bed.direct_conninfo(), "dumpsrc"), &["-s"]).await?;
@@ -608,8 +639,18 @@ UNION ALL SELECT 'shop.customers_id_seq', last_value, is_called::text FROM shop.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_dump_custom_format_and_pg_restore_through_meridian() -> anyhow::Result<()> {
-    let bed = TestBed::start().await?;
-    create_db(&bed, "dumpdata", &format!("{SCHEMA}\n{DATA}")).await?;
+    dump_and_restore(&TestBed::start().await?).await
+}
+
+/// [`pg_dump_custom_format_and_pg_restore_through_meridian`] through routing: reads on two streaming replicas,
+/// read-your-writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_dump_custom_format_and_pg_restore_through_meridian_routed() -> anyhow::Result<()> {
+    dump_and_restore(&routed_bed().await?).await
+}
+
+async fn dump_and_restore(bed: &TestBed) -> anyhow::Result<()> {
+    create_db(bed, "dumpdata", &format!("{SCHEMA}\n{DATA}")).await?;
     let source = fingerprint(&with_db(&bed.direct_conninfo(), "dumpdata")).await?;
     assert_eq!(source["shop.orders"].split(' ').next(), Some("6000"));
     assert_eq!(source["largeobjects"].split(' ').next(), Some("1"));
@@ -623,7 +664,7 @@ async fn pg_dump_custom_format_and_pg_restore_through_meridian() -> anyhow::Resu
     // (SET TRANSACTION SNAPSHOT) while the leader's transaction stays open.
     let dir_archive = tmp.path().join("dumpdata.dir");
     pg_dump(&with_db(&bed.conninfo(), "dumpdata"), &["-Fd", "-j", "2", "-f", &dir_archive.to_string_lossy()]).await?;
-    create_db(&bed, "restored_from_dir", "").await?;
+    create_db(bed, "restored_from_dir", "").await?;
     let mut cmd = tool("pg_restore");
     cmd.args(["--exit-on-error", "--no-owner", "-d", &with_db(&bed.conninfo(), "restored_from_dir")]).arg(&dir_archive);
     run_ok(cmd, "pg_restore of the directory archive").await?;
@@ -632,7 +673,7 @@ async fn pg_dump_custom_format_and_pg_restore_through_meridian() -> anyhow::Resu
 
     // One plain restore and one parallel restore (several connections).
     for (db, extra) in [("restored", &[][..]), ("restored_parallel", &["-j", "2"][..])] {
-        create_db(&bed, db, "").await?;
+        create_db(bed, db, "").await?;
         let mut cmd = tool("pg_restore");
         cmd.args(["--exit-on-error", "--no-owner", "-d", &with_db(&bed.conninfo(), db)]).args(extra).arg(&archive);
         let out = run_ok(cmd, &format!("pg_restore into {db}")).await?;

@@ -203,6 +203,26 @@ fn decide_inner(a: &Analysis, params: &dyn Params, topology: &Topology, hint: Op
     }
 }
 
+/// Decide the statements of one simple query together. Transaction
+/// control and session statements (`BEGIN`, `SET`, `COMMIT`) go wherever
+/// the others go; a standby must be able to run them for a replica to be
+/// chosen.
+pub fn decide_statements(analyses: &[&Analysis], topology: &Topology, hint: Option<ShardId>) -> Decision {
+    let follows = |a: &Analysis| matches!(a.class, Class::Transaction(_) | Class::Session);
+    let leading: Vec<Decision> =
+        analyses.iter().filter(|a| !follows(a)).map(|a| decide(a, &NoParams, topology, hint)).collect();
+    if leading.is_empty() {
+        let all = analyses.iter().map(|a| decide(a, &NoParams, topology, hint)).collect();
+        return decide_all(all, topology);
+    }
+    let mut d = decide_all(leading, topology);
+    let standby_ok = analyses.iter().filter(|a| follows(a)).all(|a| a.replica_safe);
+    if let Action::Shard { replica_ok, .. } = &mut d.action {
+        *replica_ok &= standby_ok;
+    }
+    d
+}
+
 /// Decide a multi-statement simple query: it goes as a whole to the most
 /// demanding target, and must fit on one shard.
 pub fn decide_all(decisions: Vec<Decision>, topology: &Topology) -> Decision {

@@ -6,20 +6,15 @@
 //!
 //! One row per statement, then, for a string of several statements, one
 //! row for the string as a whole: a simple query goes to one place, the
-//! most demanding of its statements' ([`router::route::decide_all`]).
+//! most demanding of its statements' ([`router::route::decide_statements`]).
 
 use router::analyze::Class;
 use router::lex::{Lexer, Token};
-use router::lsn::Lsn;
-use router::replica::Choice;
 use router::route::{Action, Consistency, Decision, NoParams, RouteError};
 use router::topology::{NodeId, ShardId, Topology};
 
 use super::views::{ResultSet, Snapshot, text};
-use crate::health::Health;
-
-/// SQLSTATE of a read no replica may serve (as the session reports it).
-const NO_REPLICA: &str = "57P03";
+use crate::session::route::pick_node;
 
 const COLUMNS: &[&str] = &["statement", "class", "action", "shards", "role", "node", "region", "reason"];
 
@@ -58,19 +53,26 @@ pub(crate) fn explain(snap: &Snapshot<'_>, sql: &str) -> ResultSet {
             message: format!("shard hint: no shard named {name:?}"),
         }),
     };
-    let mut decisions = Vec::new();
+    let mut analyses = Vec::new();
     for s in &stmts {
         let a = snap.analyses.get(s, t);
         let d = match &hint {
             Ok(h) => router::route::decide(&a, &NoParams, t, *h),
             Err(e) => Decision { reason: e.message.clone(), action: Action::Reject(e.clone()), writes: false },
         };
-        push(&mut rs, snap, s, Some(class(&a.class)), d.clone());
-        decisions.push(d);
+        push(&mut rs, snap, s, Some(class(&a.class)), d);
+        analyses.push(a);
     }
     if stmts.len() != 1 {
         let label = if stmts.is_empty() { "" } else { "(whole query)" };
-        push(&mut rs, snap, label, None, router::route::decide_all(decisions, t));
+        let whole = match &hint {
+            Ok(h) => {
+                let refs: Vec<&router::analyze::Analysis> = analyses.iter().map(|a| &**a).collect();
+                router::route::decide_statements(&refs, t, *h)
+            }
+            Err(e) => Decision { reason: e.message.clone(), action: Action::Reject(e.clone()), writes: false },
+        };
+        push(&mut rs, snap, label, None, whole);
     }
     rs
 }
@@ -187,36 +189,4 @@ fn row(
 
 fn no_primary(t: &Topology, shard: ShardId) -> String {
     format!("shard {} has no primary", t.shards[shard].name)
-}
-
-/// The server of `shard` for a statement: its primary, or for a
-/// replica-safe read the replica [`router::replica::choose`] picks. An
-/// error comes with the primary when the policy says reads must fail.
-///
-/// The same rule as the session's `State::pick_node`, for a session with
-/// `consistency` whose reads must see `min_lsn`.
-// TODO(admin): use the free function once session/route.rs has it.
-#[allow(clippy::too_many_arguments)]
-fn pick_node(
-    health: &Health,
-    t: &Topology,
-    shard: ShardId,
-    replica_ok: bool,
-    consistency: Consistency,
-    min_lsn: Option<Lsn>,
-    reason: String,
-) -> (NodeId, String, Option<RouteError>) {
-    let primary = t.shards[shard].primary.unwrap_or_default();
-    if !replica_ok || consistency == Consistency::Primary || t.shards[shard].replicas.is_empty() {
-        return (primary, reason, None);
-    }
-    let candidates = health.candidates(t, shard);
-    match router::replica::choose(&t.replica_policy, &candidates, min_lsn) {
-        Choice::Replica { node, reason } => (node, reason, None),
-        Choice::Primary { reason } => (primary, reason, None),
-        Choice::Fail { reason } => {
-            let e = RouteError { code: NO_REPLICA, message: format!("no replica may serve this read: {reason}") };
-            (primary, reason, Some(e))
-        }
-    }
 }

@@ -128,12 +128,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                                 self.attach_routed(&t, shard, node, begins).await?;
                             }
                             Plan::Fanout { sql, shards, consumed } => {
+                                self.st.shared.routes.fanout();
                                 self.cbuf.advance(consumed);
                                 let reply = self.fanout(&t, &sql, &shards).await?;
                                 self.client.write_all(&reply).await?;
                                 continue;
                             }
                             Plan::EveryPrimary { sql, consumed } => {
+                                self.st.shared.routes.every_primary();
                                 self.cbuf.advance(consumed);
                                 let reply = self.everywhere(&t, &sql).await?;
                                 self.client.write_all(&reply).await?;
@@ -145,6 +147,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                 }
                 if need_more {
+                    if let Some(c) = &self.st.client {
+                        c.observe(false, self.st.tx_status);
+                    }
                     room(&mut self.cbuf, IDLE_READ);
                     // cancel safety: read_buf and cancelled() are cancel safe.
                     let n = tokio::select! {
@@ -183,6 +188,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Some(t) if self.st.tx_status != b'I' && self.st.pending.is_empty() => Some(last_activity + t),
                 _ => None,
             };
+            if let Some(c) = &self.st.client {
+                c.observe(!self.st.pending.is_empty(), self.st.tx_status);
+            }
             room(&mut self.cbuf, READ_CHUNK);
             room(&mut server.rbuf, READ_CHUNK);
             // cancel safety: both reads are read_buf on sockets, the timer
@@ -299,6 +307,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.st.cancel.set_target(Some(CancelTarget { addr: conn.peer, pid: conn.backend_pid, key: conn.backend_key }));
         self.st.tx_status = b'I';
         self.server = Some(conn);
+        if let Some(c) = &self.st.client {
+            c.set_attached(Some(&self.st.pool.key.addr));
+        }
         Ok(())
     }
 
@@ -338,6 +349,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         self.st.pool = pool;
         self.st.attach_to(t, shard, node);
+        self.st.shared.routes.routed(&t.nodes[node], self.st.route.planned_error.is_some());
+        if let Some(c) = &self.st.client {
+            c.set_attached(Some(&t.nodes[node].name));
+        }
         self.st.cancel.set_target(Some(CancelTarget { addr: conn.peer, pid: conn.backend_pid, key: conn.backend_key }));
         self.st.tx_status = if self.st.route.deferred_begin.is_some() && begins { b'T' } else { b'I' };
         self.server = Some(conn);

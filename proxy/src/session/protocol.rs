@@ -122,6 +122,8 @@ pub(crate) struct State {
     pub(crate) tx_status: u8,
     pub(crate) cancel: CancelHandle,
     pub(crate) route: super::route::RouteState,
+    /// This client's entry in the node's client list (admin `SHOW CLIENTS`).
+    pub(crate) client: Option<Arc<crate::clients::ClientEntry>>,
 }
 
 impl State {
@@ -134,6 +136,7 @@ impl State {
         cancel: CancelHandle,
     ) -> State {
         let max_message = shared.config.load().listen.max_message_size;
+        let client = shared.clients.get(id);
         State {
             id,
             shared,
@@ -157,6 +160,7 @@ impl State {
             tx_status: b'I',
             cancel,
             route: Default::default(),
+            client,
         }
     }
 

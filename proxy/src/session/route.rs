@@ -29,7 +29,7 @@ use router::route::{Action, Consistency, Decision, Params, RouteError};
 use router::topology::{NodeId, Role, ShardId, Topology};
 
 use super::protocol::State;
-use crate::health::NodeStatus;
+use crate::health::{Health, NodeStatus};
 use crate::wire::frame::{HEADER_LEN, Messages, cstr};
 use crate::wire::messages;
 
@@ -188,6 +188,33 @@ pub(crate) fn raise_sql(e: &RouteError) -> String {
     format!("DO $meridian$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = '{msg}'; END$meridian$")
 }
 
+/// The server of `shard` for a statement: its primary, or for a
+/// replica-safe read the replica [`router::replica::choose`] picks. An
+/// error comes with the primary when the policy says reads must fail.
+pub(crate) fn pick_node(
+    health: &Health,
+    t: &Topology,
+    shard: ShardId,
+    replica_ok: bool,
+    consistency: Consistency,
+    min_lsn: Option<Lsn>,
+    reason: String,
+) -> (NodeId, String, Option<RouteError>) {
+    let primary = t.shards[shard].primary.unwrap_or_default();
+    if !replica_ok || consistency == Consistency::Primary || t.shards[shard].replicas.is_empty() {
+        return (primary, reason, None);
+    }
+    let candidates = health.candidates(t, shard);
+    match router::replica::choose(&t.replica_policy, &candidates, min_lsn) {
+        Choice::Replica { node, reason } => (node, reason, None),
+        Choice::Primary { reason } => (primary, reason, None),
+        Choice::Fail { reason } => {
+            let e = error(NO_REPLICA, format!("no replica may serve this read: {reason}"));
+            (primary, reason, Some(e))
+        }
+    }
+}
+
 /// A `meridian.*` command's tag and, for SHOW, its (name, value) row.
 type SettingReply = (String, Option<(String, String)>);
 
@@ -238,11 +265,9 @@ impl State {
             Err(e) => return Decision { reason: e.message.clone(), action: Action::Reject(e), writes: false },
         };
         let stmts = router::lex::split_statements(sql);
-        let decisions = stmts
-            .iter()
-            .map(|s| router::route::decide(&self.shared.analyses.get(s, t), &router::route::NoParams, t, hint))
-            .collect();
-        router::route::decide_all(decisions, t)
+        let analyses: Vec<Arc<Analysis>> = stmts.iter().map(|s| self.shared.analyses.get(s, t)).collect();
+        let refs: Vec<&Analysis> = analyses.iter().map(|a| &**a).collect();
+        router::route::decide_statements(&refs, t, hint)
     }
 
     /// The route of one extended-protocol statement with its parameters.
@@ -379,9 +404,7 @@ impl State {
         Ok(Plan::Server { shard, node, reason, begins })
     }
 
-    /// The server of `shard` for a statement: its primary, or for a
-    /// replica-safe read the replica [`router::replica::choose`] picks. An
-    /// error comes with the primary when the policy says reads must fail.
+    /// The server of `shard` for a statement; see [`pick_node`].
     pub(crate) fn pick_node(
         &self,
         t: &Topology,
@@ -389,20 +412,8 @@ impl State {
         replica_ok: bool,
         reason: String,
     ) -> (NodeId, String, Option<RouteError>) {
-        let primary = t.shards[shard].primary.unwrap_or_default();
-        if !replica_ok || self.route.consistency == Consistency::Primary || t.shards[shard].replicas.is_empty() {
-            return (primary, reason, None);
-        }
-        let candidates = self.shared.health.candidates(t, shard);
         let min = self.min_lsn_for(&t.shards[shard].name);
-        match router::replica::choose(&t.replica_policy, &candidates, min) {
-            Choice::Replica { node, reason } => (node, reason, None),
-            Choice::Primary { reason } => (primary, reason, None),
-            Choice::Fail { reason } => {
-                let e = error(NO_REPLICA, format!("no replica may serve this read: {reason}"));
-                (primary, reason, Some(e))
-            }
-        }
+        pick_node(&self.shared.health, t, shard, replica_ok, self.route.consistency, min, reason)
     }
 
     fn min_lsn_for(&self, shard: &str) -> Option<Lsn> {
@@ -425,6 +436,9 @@ impl State {
 
     /// The connection went back: forget where it was.
     pub(crate) fn detach(&mut self) {
+        if let Some(c) = &self.client {
+            c.set_attached(None);
+        }
         if let Some(a) = self.route.attached.take() {
             a.status.outstanding.fetch_sub(1, Ordering::Relaxed);
         }
