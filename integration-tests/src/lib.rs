@@ -76,14 +76,7 @@ impl TestBed {
 
     /// A tokio-postgres config for the app user through Meridian.
     pub fn config(&self) -> tokio_postgres::Config {
-        let mut c = tokio_postgres::Config::new();
-        c.host(self.addr.ip().to_string())
-            .port(self.addr.port())
-            .user(APP_USER)
-            .password(APP_PASSWORD)
-            .dbname("postgres")
-            .connect_timeout(Duration::from_secs(10));
-        c
+        app_config(self.addr)
     }
 
     /// Connect through Meridian without TLS; the connection task is detached
@@ -124,6 +117,18 @@ impl Drop for TestBed {
     fn drop(&mut self) {
         self.node.kill();
     }
+}
+
+/// A tokio-postgres config for the app user, database `postgres`, at `addr`.
+pub fn app_config(addr: SocketAddr) -> tokio_postgres::Config {
+    let mut c = tokio_postgres::Config::new();
+    c.host(addr.ip().to_string())
+        .port(addr.port())
+        .user(APP_USER)
+        .password(APP_PASSWORD)
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(10));
+    c
 }
 
 /// Logs for failing tests: `MERIDIAN_LOG=debug cargo test ...`.

@@ -140,14 +140,7 @@ impl ShardedBed {
     }
 
     pub fn config(&self) -> tokio_postgres::Config {
-        let mut c = tokio_postgres::Config::new();
-        c.host(self.addr.ip().to_string())
-            .port(self.addr.port())
-            .user(APP_USER)
-            .password(APP_PASSWORD)
-            .dbname("postgres")
-            .connect_timeout(Duration::from_secs(10));
-        c
+        crate::app_config(self.addr)
     }
 
     pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {

@@ -120,7 +120,7 @@ async fn detached_demo_serves_clients_and_stop_ends_every_process() -> anyhow::R
         "\"meridian_nodes\"",
         "\"postgres_servers\"",
         "\"client_url\"",
-        "\"admin_url\": null",
+        "\"admin_url\": \"postgresql://",
         "\"http_url\": null",
         "\"shard\"",
         "\"region\"",

@@ -60,6 +60,18 @@ impl NodeStatus {
         }
     }
 
+    /// Fold a query's round trip (request sent → first answer) into the
+    /// EWMA. It includes the query's own time, so one sample may move the
+    /// average at most to 4x its value: a long report does not make a
+    /// replica look far away, a server that stays slow does.
+    pub fn record_query_rtt(&self, sample: Duration) {
+        let cap = match self.rtt_micros.load(Ordering::Relaxed) {
+            0 => sample,
+            us => Duration::from_micros(us.saturating_mul(4)),
+        };
+        self.record_rtt(sample.min(cap));
+    }
+
     /// Fold one round trip into the EWMA (weight 1/5 for the new sample).
     pub fn record_rtt(&self, sample: Duration) {
         let us = (sample.as_micros() as u64).max(1);

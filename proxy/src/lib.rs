@@ -17,6 +17,7 @@ pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod cancel;
+pub mod civil_time;
 pub mod clients;
 pub mod config;
 pub mod demo;

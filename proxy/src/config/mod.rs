@@ -512,4 +512,28 @@ mod tests {
         let text = include_str!("../../../meridian.example.toml");
         Config::parse(text, Path::new(".")).unwrap();
     }
+
+    /// The commented `[topology]` example, uncommented in place of `[backend]`.
+    #[test]
+    fn example_topology_parses() {
+        let text = include_str!("../../../meridian.example.toml");
+        let (head, tail) = text.split_once("[backend]").unwrap();
+        let after_backend = tail.split_once("# Instead of [backend]").unwrap().1.split_once('\n').unwrap().1;
+        let mut uncommented = String::from(head);
+        for line in after_backend.lines() {
+            let is_key = |l: &str| {
+                l.split_once(" = ")
+                    .is_some_and(|(k, _)| k.trim().chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            };
+            match line.strip_prefix("# ") {
+                Some(l) if l.starts_with('[') || is_key(l) => uncommented.push_str(l),
+                _ => uncommented.push_str(line),
+            }
+            uncommented.push('\n');
+        }
+        let c = Config::parse(&uncommented, Path::new(".")).unwrap();
+        assert_eq!(c.topology.shards.len(), 2);
+        assert_eq!(c.topology.tables[0].table, "owners");
+        assert_eq!(c.health.user.as_deref(), Some("app"));
+    }
 }

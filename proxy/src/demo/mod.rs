@@ -307,10 +307,10 @@ fn print_ready(state: &DemoState, detached: bool) {
                  \x20 psql \"{url}\" -c \"SET meridian.read_consistency = primary\" -c \"SELECT inet_server_port() FROM owners WHERE owner_id = {id}\"\n\
                  \x20 (meridian.read_consistency: read_your_writes (default), nearest or primary; \\timing in psql shows the distance)"
             );
-            let admin = admin_url(&node.client_url);
+            let admin = node.admin_url.clone().unwrap_or_else(|| admin_url(&node.client_url));
             let _ = writeln!(
                 out,
-                "Admin console (in progress, user {} is an admin):\n\
+                "Admin console (user {} is an admin; SHOW HELP lists the commands):\n\
                  \x20 psql \"{admin}\" -c \"EXPLAIN ROUTE SELECT * FROM owners WHERE owner_id = {id}\"",
                 state.app_user
             );
@@ -346,7 +346,7 @@ fn example_owners() -> Vec<(i64, &'static str)> {
 }
 
 /// The admin console's URL: database `meridian` on the node's port.
-fn admin_url(client_url: &str) -> String {
+pub(crate) fn admin_url(client_url: &str) -> String {
     match client_url.rsplit_once('/') {
         Some((server, _database)) => format!("{server}/meridian"),
         None => client_url.to_owned(),

@@ -120,8 +120,8 @@ pub async fn run(dir: &Path, log_file: Option<PathBuf>) -> anyhow::Result<()> {
     state.meridian_nodes = vec![MeridianNode {
         id: NODE_ID.into(),
         region: MERIDIAN_REGION.to_string(),
+        admin_url: Some(super::admin_url(&client_url)),
         client_url,
-        admin_url: None,
         http_url: None,
         pid: std::process::id(),
         extra: Default::default(),

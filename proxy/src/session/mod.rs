@@ -52,12 +52,15 @@ pub(crate) struct Session<S> {
     sout: BytesMut,
     server: Option<ServerConn>,
     st: State,
+    /// When bytes last went to a routed server with no answer yet: the
+    /// first answer's delay is a query round trip for the server's RTT.
+    sent_at: Option<Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(crate) fn new(client: S, cbuf: BytesMut, server: Option<ServerConn>, st: State) -> Self {
         // Buffers grow on first use: most clients are idle most of the time.
-        Session { client, cbuf, cout: BytesMut::new(), sout: BytesMut::new(), server, st }
+        Session { client, cbuf, cout: BytesMut::new(), sout: BytesMut::new(), server, st, sent_at: None }
     }
 
     /// Serve the client until it leaves, fails, or shutdown ends the session.
@@ -173,6 +176,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if !self.sout.is_empty() {
                 server.stream.write_all(&self.sout).await.map_err(|e| Error::ServerLost(e.to_string()))?;
                 self.sout.clear();
+                if self.sent_at.is_none() && self.st.route.attached.is_some() {
+                    self.sent_at = Some(Instant::now());
+                }
             }
             if !self.cout.is_empty() {
                 self.client.write_all(&self.cout).await?;
@@ -209,6 +215,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                     if idle_tx_timeout.is_some() {
                         last_activity = Instant::now();
+                    }
+                    if let (Some(sent), Some(a)) = (self.sent_at.take(), &self.st.route.attached) {
+                        a.status.record_query_rtt(sent.elapsed());
                     }
                     self.relay_server().await?;
                 }

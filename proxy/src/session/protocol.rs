@@ -504,7 +504,9 @@ impl State {
                     self.unsynced = true;
                     let (portal, rest) = cstr(body).ok_or_else(|| malformed("Bind"))?;
                     let (name, after) = cstr(rest).ok_or_else(|| malformed("Bind"))?;
-                    let refused = if self.route.prechecked || self.route.attached.is_some() {
+                    let refused = if self.route.prechecked {
+                        self.route.planned_error.take()
+                    } else if self.route.attached.is_some() {
                         let sql =
                             if name.is_empty() { Some(self.unnamed_sql.clone()) } else { self.statement_sql(name) };
                         sql.and_then(|sql| self.check_bind(&sql, after))

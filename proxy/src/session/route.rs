@@ -288,7 +288,8 @@ impl State {
         let mut complete = false;
         let mut begins = false;
         let mut first_sql: Option<(String, usize)> = None;
-        let mut pending_parse: Option<String> = None;
+        // The last Parse of this request: (statement name, SQL).
+        let mut pending_parse: Option<(Vec<u8>, String)> = None;
         let mut it = Messages::new(cbuf, self.max_message);
         for m in it.by_ref() {
             let (at, h) = m?;
@@ -306,18 +307,18 @@ impl State {
                     break;
                 }
                 b'P' => {
-                    let (_, rest) = cstr(body).unwrap_or_default();
+                    let (name, rest) = cstr(body).unwrap_or_default();
                     let sql = String::from_utf8_lossy(cstr(rest).map(|(s, _)| s).unwrap_or_default()).into_owned();
-                    pending_parse = Some(sql);
+                    pending_parse = Some((name.to_vec(), sql));
                 }
                 b'B' => {
                     begins = true;
                     let (_, rest) = cstr(body).unwrap_or_default();
                     let (name, after) = cstr(rest).unwrap_or_default();
-                    let sql = if name.is_empty() {
-                        pending_parse.take().or_else(|| Some(self.unnamed_sql().to_owned()))
-                    } else {
-                        self.statement_sql(name)
+                    let sql = match pending_parse.take() {
+                        Some((parsed, sql)) if parsed == name => Some(sql),
+                        _ if name.is_empty() => Some(self.unnamed_sql().to_owned()),
+                        _ => self.statement_sql(name),
                     };
                     if let (Some(sql), Some(params)) = (sql, BindParams::parse(after)) {
                         decisions.push(self.decide_statement(&sql, &params, &t));
@@ -347,7 +348,7 @@ impl State {
             return Ok(Plan::NeedMore);
         }
         // A Parse with no Bind (a prepare): its statement decides.
-        if let Some(sql) = pending_parse
+        if let Some((_, sql)) = pending_parse
             && decisions.is_empty()
         {
             decisions.push(self.decide_statement(&sql, &router::route::NoParams, &t));
