@@ -325,6 +325,25 @@ async fn fan_out_reads_equal_a_single_node_reference() -> anyhow::Result<()> {
         direct.sort();
         assert_eq!(through, direct, "{q}");
     }
+    // The extended protocol (tokio-postgres prepares, binds and asks for
+    // binary results), with parameters.
+    let typed =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<(i64, String)> { rows.iter().map(|r| (r.get(0), r.get(1))).collect() };
+    for (q, bound) in [
+        ("SELECT owner_id, name FROM owners WHERE owner_id > $1 ORDER BY owner_id DESC LIMIT 5", 150i64),
+        ("SELECT owner_id, name FROM owners WHERE owner_id <= $1 ORDER BY owner_id", 20),
+    ] {
+        let through = typed(c.query(q, &[&bound]).await.map_err(|e| anyhow::anyhow!("{q}: {}", msg(&e)))?);
+        let direct = typed(reference.query(q, &[&bound]).await?);
+        assert_eq!(through, direct, "{q}");
+    }
+    let q = "SELECT count(*), max(owner_id) FROM owners WHERE owner_id < $1";
+    let through = c.query_one(q, &[&100i64]).await.map_err(|e| anyhow::anyhow!("{q}: {}", msg(&e)))?;
+    let direct = reference.query_one(q, &[&100i64]).await?;
+    assert_eq!(
+        (through.get::<_, i64>(0), through.get::<_, i64>(1)),
+        (direct.get::<_, i64>(0), direct.get::<_, i64>(1))
+    );
     // Text ordering across shards needs a collation Meridian can apply.
     let e = c.simple_query("SELECT name FROM owners ORDER BY name").await.unwrap_err();
     assert_eq!(sqlstate(&e), Some("0A000"), "{e:?}");

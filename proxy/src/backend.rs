@@ -275,7 +275,13 @@ impl ServerConn {
     pub async fn run_collect(&mut self, sql: &str) -> Result<Collected, BackendError> {
         let mut out = BytesMut::new();
         crate::wire::messages::query(&mut out, sql);
-        self.stream.write_all(&out).await?;
+        self.send_collect(&out).await
+    }
+
+    /// Send `request` (messages ending in a Query or a Sync) and keep every
+    /// answer up to ReadyForQuery.
+    pub async fn send_collect(&mut self, request: &[u8]) -> Result<Collected, BackendError> {
+        self.stream.write_all(request).await?;
         let mut c = Collected::default();
         loop {
             let (tag, body) = self.read_message(1 << 30).await?;

@@ -9,13 +9,15 @@ use router::route::RouteError;
 use router::topology::{ShardId, Topology};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::route::ExtendedRead;
 use super::{Session, checkout_synced, connect_timeout};
 use crate::backend::Collected;
 use crate::error::Error;
+use crate::wire::frame::cstr;
 use crate::wire::messages::{self, Severity};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    /// Run `sql` on `shard`'s server `node`, keeping every answer. A
+    /// Send `request` to server `node`, keeping every answer. A
     /// connection left inside a transaction is not reused.
     /// With `want_lsn`, the primary's WAL position after it (for
     /// read-your-writes) comes back too.
@@ -23,12 +25,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         &self,
         t: &Topology,
         node: usize,
-        sql: &str,
+        request: &[u8],
         want_lsn: bool,
     ) -> Result<(Collected, Option<Lsn>), Error> {
         let pool = self.st.pool_for(&t.nodes[node].address);
         let mut conn = checkout_synced(&pool, self.st.id, &self.st.params, connect_timeout(&self.st)).await?;
-        match conn.run_collect(sql).await {
+        match conn.send_collect(request).await {
             Ok(c) => {
                 if c.status != b'I' {
                     pool.discard(conn);
@@ -69,7 +71,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let primary = t.shards[shard].primary.unwrap_or_default();
             let want_lsn = !t.shards[shard].replicas.is_empty()
                 && self.st.route.consistency == router::route::Consistency::ReadYourWrites;
-            let result = self.collect_on(t, primary, sql, want_lsn).await;
+            let mut query = BytesMut::new();
+            messages::query(&mut query, sql);
+            let result = self.collect_on(t, primary, &query, want_lsn).await;
             if let Ok((_, Some(lsn))) = &result {
                 self.st.committed(name, *lsn);
             }
@@ -131,7 +135,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// A keyless read over `shards`, merged.
-    pub(super) async fn fanout(&mut self, t: &Topology, sql: &str, shards: &[ShardId]) -> Result<BytesMut, Error> {
+    /// `extended`: the client's Parse/Bind (the same statement with its
+    /// parameters runs on every shard), else `sql` is a simple query.
+    pub(super) async fn fanout(
+        &mut self,
+        t: &Topology,
+        sql: &str,
+        shards: &[ShardId],
+        extended: Option<&ExtendedRead>,
+    ) -> Result<BytesMut, Error> {
         let mut out = BytesMut::new();
         let plan = match router::fanout::plan(sql) {
             Ok(p) => p,
@@ -149,7 +161,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             nodes.push(node);
         }
-        let runs = nodes.iter().map(|&node| self.collect_on(t, node, &plan.shard_sql, false));
+        let mut request = BytesMut::new();
+        match extended {
+            None => messages::query(&mut request, &plan.shard_sql),
+            Some(x) => {
+                let Some(bind) = with_hidden_formats(&x.bind_rest, plan.hidden_columns()) else {
+                    return Err(Error::Protocol("malformed Bind message".into()));
+                };
+                let types = cstr(&x.parse_rest).map(|(_, rest)| rest).unwrap_or(&[0, 0]);
+                let mut parse_rest = plan.shard_sql.as_bytes().to_vec();
+                parse_rest.push(0);
+                parse_rest.extend_from_slice(types);
+                messages::parse_renamed(&mut request, "", &parse_rest);
+                messages::bind_renamed(&mut request, b"", "", &bind);
+                messages::describe_portal(&mut request);
+                messages::execute(&mut request);
+                messages::sync(&mut request);
+            }
+        }
+        let runs = nodes.iter().map(|&node| self.collect_on(t, node, &request, false));
         let results = futures_util::future::join_all(runs).await;
         let mut per_shard_fields: Vec<Vec<router::fanout::Field>> = Vec::with_capacity(results.len());
         let mut rows_per_shard = Vec::with_capacity(results.len());
@@ -187,7 +217,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         });
         match merged {
             Ok((out_fields, rows)) => {
-                encode_fields(&mut out, &out_fields);
+                if extended.is_some_and(|x| x.parsed) {
+                    messages::parse_complete(&mut out);
+                }
+                if extended.is_some() {
+                    messages::bind_complete(&mut out);
+                }
+                if extended.is_none_or(|x| x.described) {
+                    encode_fields(&mut out, &out_fields);
+                }
                 for row in &rows {
                     encode_row(&mut out, row);
                 }
@@ -208,6 +246,31 @@ const DATE_TIME_OIDS: [u32; 5] = [1082, 1083, 1266, 1114, 1184];
 /// Does the client's DateStyle print dates in ISO form (the default)?
 fn iso_dates(params: &crate::session::params::ClientParams) -> bool {
     params.desired().get("datestyle").is_none_or(|sql| sql.to_ascii_lowercase().contains("iso"))
+}
+
+/// A Bind body (after the names) asking for `hidden` more result columns:
+/// a per-column format list grows by text formats; none or one format
+/// already covers them.
+fn with_hidden_formats(bind_rest: &[u8], hidden: usize) -> Option<Vec<u8>> {
+    let i16_at = |at: usize| bind_rest.get(at..at + 2).map(|b| i16::from_be_bytes([b[0], b[1]]));
+    let mut at = 0;
+    let nf = i16_at(at)?.max(0) as usize;
+    at += 2 + 2 * nf;
+    let np = i16_at(at)?.max(0) as usize;
+    at += 2;
+    for _ in 0..np {
+        let len = bind_rest.get(at..at + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))?;
+        at += 4 + len.max(0) as usize;
+    }
+    let nr = i16_at(at)?.max(0) as usize;
+    if nr <= 1 || hidden == 0 {
+        return Some(bind_rest.to_vec());
+    }
+    let mut out = bind_rest[..at].to_vec();
+    out.extend_from_slice(&((nr + hidden) as i16).to_be_bytes());
+    out.extend_from_slice(bind_rest.get(at + 2..at + 2 + 2 * nr)?);
+    out.extend(std::iter::repeat_n(0u8, 2 * hidden));
+    Some(out)
 }
 
 fn bad_answer() -> Error {

@@ -130,10 +130,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                                 tracing::trace!(shard = %t.shards[shard].name, node = %t.nodes[node].name, %reason, "routed");
                                 self.attach_routed(&t, shard, node, begins).await?;
                             }
-                            Plan::Fanout { sql, shards, consumed } => {
+                            Plan::Fanout { sql, shards, consumed, extended } => {
                                 self.st.shared.routes.fanout();
                                 self.cbuf.advance(consumed);
-                                let reply = self.fanout(&t, &sql, &shards).await?;
+                                let reply = self.fanout(&t, &sql, &shards, extended.as_ref()).await?;
                                 self.client.write_all(&reply).await?;
                                 continue;
                             }

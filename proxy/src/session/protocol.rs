@@ -195,6 +195,22 @@ impl State {
         &self.unnamed_sql
     }
 
+    /// The Parse body (after the name) of the client's named statement.
+    pub(crate) fn statement_parse_rest(&self, name: &[u8]) -> Option<Vec<u8>> {
+        if name.is_empty() {
+            return None;
+        }
+        self.stmts.get(name).map(|s| s.parse_rest.to_vec())
+    }
+
+    /// The client's unnamed statement is now `sql` (its Parse was answered
+    /// by us).
+    pub(crate) fn set_unnamed_sql(&mut self, sql: &str) {
+        self.unnamed_sql.clear();
+        self.unnamed_sql.push_str(sql);
+        self.unnamed_affects = router::may_affect_session(sql.as_bytes());
+    }
+
     /// SQL of the client's named statement `name`, if it has one.
     pub(crate) fn statement_sql(&self, name: &[u8]) -> Option<String> {
         let stmt = self.stmts.get(name)?;

@@ -84,9 +84,26 @@ pub(crate) enum Plan {
     /// prepares or describes them.
     Server { shard: ShardId, node: NodeId, reason: String, begins: bool },
     /// A keyless read of a sharded table: run on every shard and merge.
-    Fanout { sql: String, shards: Vec<ShardId>, consumed: usize },
+    /// `extended`: it came as Parse/Bind/Execute (else a simple query).
+    Fanout { sql: String, shards: Vec<ShardId>, consumed: usize, extended: Option<ExtendedRead> },
     /// A schema change: every shard's primary.
     EveryPrimary { sql: String, consumed: usize },
+}
+
+/// An extended-protocol read to run over several shards: one statement,
+/// `[Parse] Bind [Describe portal] Execute Sync`.
+#[derive(Debug, Clone)]
+pub(crate) struct ExtendedRead {
+    /// The Parse body after the statement name of the client's statement
+    /// (query text, NUL, parameter types).
+    pub parse_rest: Vec<u8>,
+    /// The Bind body after the portal and statement names (parameter
+    /// formats and values, result formats).
+    pub bind_rest: Vec<u8>,
+    /// The client sent the Parse in this request (it gets ParseComplete).
+    pub parsed: bool,
+    /// The client described the portal (it gets RowDescription).
+    pub described: bool,
 }
 
 /// A bounded cache of statement analyses, by topology version and SQL
@@ -288,8 +305,15 @@ impl State {
         let mut complete = false;
         let mut begins = false;
         let mut first_sql: Option<(String, usize)> = None;
+        let mut consumed_to = 0;
         // The last Parse of this request: (statement name, SQL).
         let mut pending_parse: Option<(Vec<u8>, String)> = None;
+        // The shape of an extended request, for a fan-out read: messages
+        // seen (tags) and the statement's Parse/Bind bodies.
+        let mut shape: Vec<u8> = Vec::new();
+        let mut ext_parse: Option<Vec<u8>> = None;
+        let mut ext_bind: Option<Vec<u8>> = None;
+        let mut ext_ok = true;
         let mut it = Messages::new(cbuf, self.max_message);
         for m in it.by_ref() {
             let (at, h) = m?;
@@ -310,11 +334,21 @@ impl State {
                     let (name, rest) = cstr(body).unwrap_or_default();
                     let sql = String::from_utf8_lossy(cstr(rest).map(|(s, _)| s).unwrap_or_default()).into_owned();
                     pending_parse = Some((name.to_vec(), sql));
+                    shape.push(b'P');
+                    ext_ok &= name.is_empty();
+                    ext_parse = Some(rest.to_vec());
                 }
                 b'B' => {
                     begins = true;
                     let (_, rest) = cstr(body).unwrap_or_default();
                     let (name, after) = cstr(rest).unwrap_or_default();
+                    // The request's own Parse must be the statement bound.
+                    ext_ok &= !shape.contains(&b'P') || name.is_empty();
+                    shape.push(b'B');
+                    ext_bind = Some(after.to_vec());
+                    if ext_parse.is_none() {
+                        ext_parse = self.statement_parse_rest(name);
+                    }
                     let sql = match pending_parse.take() {
                         Some((parsed, sql)) if parsed == name => Some(sql),
                         _ if name.is_empty() => Some(self.unnamed_sql().to_owned()),
@@ -326,10 +360,22 @@ impl State {
                 }
                 b'S' | b'H' => {
                     complete = true;
+                    shape.push(h.tag);
+                    if h.tag == b'S' {
+                        consumed_to = at + h.total;
+                    }
                     break;
                 }
-                b'D' | b'C' => {}
-                b'E' => begins = true,
+                b'D' => {
+                    shape.push(if body.first() == Some(&b'P') { b'D' } else { b'd' });
+                }
+                b'C' => shape.push(b'C'),
+                b'E' => {
+                    begins = true;
+                    shape.push(b'E');
+                    // A row limit would suspend the portal: not for a merge.
+                    ext_ok &= body.ends_with(&[0, 0, 0, 0]);
+                }
                 // A FunctionCall (or a message we do not know) is a request
                 // of its own, answered up to ReadyForQuery: the primary.
                 _ => {
@@ -356,7 +402,12 @@ impl State {
         let mut decision = router::route::decide_all(decisions, &t);
         if let (Action::Fanout { shards }, Some((sql, consumed))) = (&decision.action, &first_sql) {
             if self.route.deferred_begin.is_none() {
-                return Ok(Plan::Fanout { sql: sql.clone(), shards: shards.clone(), consumed: *consumed });
+                return Ok(Plan::Fanout {
+                    sql: sql.clone(),
+                    shards: shards.clone(),
+                    consumed: *consumed,
+                    extended: None,
+                });
             }
             let e = error(
                 router::route::FEATURE_NOT_SUPPORTED,
@@ -364,12 +415,42 @@ impl State {
             );
             decision = Decision { reason: e.message.clone(), action: Action::Reject(e), writes: false };
         }
-        if let Action::Fanout { .. } = decision.action {
-            let e = error(
-                router::route::FEATURE_NOT_SUPPORTED,
-                "a read over all shards needs the simple query protocol (or a shard key)".into(),
-            );
-            decision = Decision { reason: e.message.clone(), action: Action::Reject(e), writes: false };
+        if let Action::Fanout { shards } = &decision.action {
+            // A prepare or describe only: any shard can answer it.
+            if !begins {
+                decision.action = Action::Shard { shard: t.default_shard, replica_ok: false };
+            } else if let (
+                true,
+                [b'P', b'B', b'E', b'S']
+                | [b'B', b'E', b'S']
+                | [b'P', b'B', b'D', b'E', b'S']
+                | [b'B', b'D', b'E', b'S'],
+                Some(parse_rest),
+                Some(bind_rest),
+            ) = (ext_ok && self.route.deferred_begin.is_none(), shape.as_slice(), ext_parse, ext_bind)
+            {
+                let sql = String::from_utf8_lossy(cstr(&parse_rest).map(|(s, _)| s).unwrap_or_default()).into_owned();
+                if shape[0] == b'P' {
+                    self.set_unnamed_sql(&sql);
+                }
+                let extended =
+                    ExtendedRead { parsed: shape[0] == b'P', described: shape.contains(&b'D'), parse_rest, bind_rest };
+                return Ok(Plan::Fanout {
+                    sql,
+                    shards: shards.clone(),
+                    consumed: consumed_to,
+                    extended: Some(extended),
+                });
+            } else {
+                let e = error(
+                    router::route::FEATURE_NOT_SUPPORTED,
+                    "a read over all shards runs outside a transaction, one statement per Sync, without a row limit (or give a shard key)".into(),
+                );
+                decision = Decision { reason: e.message.clone(), action: Action::Reject(e), writes: false };
+            }
+        }
+        if let (Action::EveryPrimary, false) = (&decision.action, begins) {
+            decision.action = Action::Shard { shard: t.default_shard, replica_ok: false };
         }
         if let (Action::EveryPrimary, Some((sql, consumed))) = (&decision.action, &first_sql)
             && self.route.deferred_begin.is_none()

@@ -240,6 +240,21 @@ pub fn data_row_text(buf: &mut BytesMut, values: &[Option<&str>]) {
     finish(buf, at);
 }
 
+/// BindComplete ('2').
+pub fn bind_complete(buf: &mut BytesMut) {
+    buf.put_slice(&[b'2', 0, 0, 0, 4]);
+}
+
+/// Describe ('D') of the unnamed portal.
+pub fn describe_portal(buf: &mut BytesMut) {
+    buf.put_slice(&[b'D', 0, 0, 0, 6, b'P', 0]);
+}
+
+/// Sync ('S').
+pub fn sync(buf: &mut BytesMut) {
+    buf.put_slice(&[b'S', 0, 0, 0, 4]);
+}
+
 /// Execute ('E') of the unnamed portal, all rows.
 pub fn execute(buf: &mut BytesMut) {
     let at = begin(buf, b'E');
