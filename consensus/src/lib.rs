@@ -2,7 +2,7 @@
 //! PostgreSQL nodes, shards with their fencing epochs and policies,
 //! sharding rules, event and audit logs), with openraft 0.9 kept inside.
 //!
-//! What is built (the storage layer of issue 3):
+//! What is built:
 //!
 //! - [`types`]: the [`Command`] a node proposes (an audited [`Change`]:
 //!   who, from where, when), the [`Response`] applying it gives back, the
@@ -19,20 +19,45 @@
 //!   published on a `watch::Receiver<Arc<TopologyState>>` on every change,
 //!   and is snapshotted as JSON into the same database, so a restarted
 //!   member comes back with it.
+//! - [`network`]: node-to-node RPC over plain HTTP/1.1 (axum server,
+//!   hyper-util client) with JSON bodies: openraft's append, vote and
+//!   snapshot messages, plus `/raft/propose` (a follower forwards a
+//!   proposal to the leader) and `/raft/read_index` (a follower's
+//!   linearizable read). Every call has a deadline derived from
+//!   [`Timings`].
+//! - [`ConsensusNode`]: one running member. [`ConsensusNode::start`] opens
+//!   the store, starts Raft, serves the Raft routes on its own listener
+//!   (stopped by [`ConsensusNode::shutdown`]) and bootstraps a new group
+//!   (only the lowest id of [`Config::initial_members`] initialises, and
+//!   only with an empty log; a restarted member comes back from disk). The
+//!   facade: [`propose`](ConsensusNode::propose) (on the leader, or
+//!   forwarded to it), [`read_linearizable`](ConsensusNode::read_linearizable),
+//!   [`subscribe`](ConsensusNode::subscribe), [`status`](ConsensusNode::status),
+//!   [`add_learner`](ConsensusNode::add_learner),
+//!   [`change_membership`](ConsensusNode::change_membership).
+//!   [`Timings`] default to cross-region values (heartbeat 250 ms,
+//!   election timeout 1–2 s).
 //!
-//! Not built yet: the Raft node itself (startup, bootstrap from config,
-//! timings), node-to-node RPC over HTTP with mutual TLS, membership
-//! changes, forwarding to the leader, linearizable reads, the write lease,
-//! the `propose` / `read` / `subscribe` facade the other crates will use,
-//! users and admin roles in the topology, and the admin SQL that proposes
-//! commands. Nothing in the proxy uses this crate yet: a node still takes
-//! its topology from its configuration file.
+//! Not built yet: mutual TLS on the Raft port (plain HTTP for now: keep it
+//! on a private network), the write lease, forwarding of membership
+//! changes (they must be called on the leader), deduplication of a
+//! proposal retried after [`ProposeError::OutcomeUnknown`] (the idempotent
+//! changes make most retries harmless, not all), users and admin roles in
+//! the topology, the admin SQL that proposes commands, `/metrics`,
+//! `/healthz`, `/readyz`, and the proxy integration: nothing in the proxy
+//! uses this crate yet, a node still takes its topology from its
+//! configuration file.
 
+mod config;
 mod error;
+pub mod network;
+mod node;
 pub mod state;
 pub mod store;
 pub mod types;
 
-pub use error::Error;
+pub use config::{Config, Timings};
+pub use error::{Error, ProposeError, RequestError, StartError};
+pub use node::{ConsensusNode, RaftRole, Status};
 pub use state::{Applied, CommandError, TopologyState};
 pub use types::{Change, Command, Epoch, Member, MemberId, Response, UnixMillis};

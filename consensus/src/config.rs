@@ -1,0 +1,75 @@
+//! [`Config`]: what a member needs to start, and the Raft [`Timings`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::StartError;
+use crate::types::Member;
+
+/// How to start one member of the Raft group.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This member, as the others will know it. `member.raft_addr` is the
+    /// URL the others call (`http://host:port`); [`Config::listen`] is what
+    /// this process binds, which may differ (`0.0.0.0:port`).
+    pub member: Member,
+    /// Where the Raft HTTP endpoint listens.
+    pub listen: SocketAddr,
+    /// Where the member keeps its Raft log and snapshots (`raft.redb`).
+    pub data_dir: PathBuf,
+    /// The voters of a new cluster, this member included. Used once: the
+    /// member with the lowest id initialises the cluster if its log is
+    /// empty; the others wait to be contacted. Ignored after a restart.
+    pub initial_members: Vec<Member>,
+    pub timings: Timings,
+}
+
+/// Raft timings. The defaults suit members a few hundred milliseconds of
+/// round trip apart (one per region): the heartbeat interval must stay
+/// above the worst round trip (it is also the deadline of each
+/// AppendEntries call), and the election timeout several heartbeats above
+/// it, so a slow link does not cause elections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// How often the leader sends heartbeats; 250 ms.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears no leader for a random time between these two
+    /// starts an election; 1 s to 2 s.
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Deadline of one snapshot chunk sent to a follower; 10 s.
+    pub install_snapshot_timeout: Duration,
+    /// How long `propose` and `read_linearizable` wait for a leader and
+    /// its answer (elections included); 5 s.
+    pub forward_timeout: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            heartbeat_interval: Duration::from_millis(250),
+            election_timeout_min: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(2000),
+            install_snapshot_timeout: Duration::from_secs(10),
+            forward_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Timings {
+    /// openraft's configuration for these timings.
+    pub(crate) fn raft_config(&self) -> Result<openraft::Config, StartError> {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        openraft::Config {
+            cluster_name: "meridian".into(),
+            heartbeat_interval: millis(self.heartbeat_interval),
+            election_timeout_min: millis(self.election_timeout_min),
+            election_timeout_max: millis(self.election_timeout_max),
+            install_snapshot_timeout: millis(self.install_snapshot_timeout),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Timings(e.to_string()))
+    }
+}

@@ -1,0 +1,302 @@
+//! Node-to-node RPC over plain HTTP/1.1 with JSON bodies.
+//!
+//! The server side is an axum [`Router`] with one POST route per message:
+//!
+//! | route | body | reply |
+//! | --- | --- | --- |
+//! | `/raft/append` | openraft `AppendEntriesRequest` | `Result<AppendEntriesResponse, RaftError>` |
+//! | `/raft/vote` | openraft `VoteRequest` | `Result<VoteResponse, RaftError>` |
+//! | `/raft/snapshot` | openraft `InstallSnapshotRequest` (one chunk) | `Result<InstallSnapshotResponse, RaftError>` |
+//! | `/raft/propose` | [`Command`] | `ProposeReply` |
+//! | `/raft/read_index` | `()` | `ReadIndexReply` |
+//!
+//! The first three are openraft's own messages, served as in openraft's
+//! `raft-kv-memstore` example; the last two are how a follower forwards a
+//! proposal to the leader and asks it for a linearizable read index.
+//!
+//! The client side is `Network`, openraft's `RaftNetworkFactory`, over
+//! hyper-util's pooled client. Every request has a deadline: openraft's own
+//! (`RPCOption::hard_ttl`, derived from the heartbeat interval, the election
+//! timeout and the snapshot timeout in [`Timings`](crate::Timings), which
+//! are what is tuned for cross-region round trips), or the forwarding
+//! timeout for `/raft/propose` and `/raft/read_index`.
+//!
+//! Not built yet: mutual TLS. Everything travels in plain HTTP, so run the
+//! Raft port only on a private network until then.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
+    Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::{LogId, Raft, RaftNetwork, RaftNetworkFactory};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Command, Member, MemberId, Response, TypeConfig};
+
+/// The Raft HTTP routes of one member, served by [`ConsensusNode`](crate::ConsensusNode).
+pub(crate) fn router(raft: Raft<TypeConfig>) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/raft/propose", post(propose))
+        .route("/raft/read_index", post(read_index))
+        .with_state(raft)
+}
+
+async fn append(
+    State(raft): State<Raft<TypeConfig>>,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Json<Result<AppendEntriesResponse<MemberId>, RaftError<MemberId>>> {
+    Json(raft.append_entries(req).await)
+}
+
+async fn vote(
+    State(raft): State<Raft<TypeConfig>>,
+    Json(req): Json<VoteRequest<MemberId>>,
+) -> Json<Result<VoteResponse<MemberId>, RaftError<MemberId>>> {
+    Json(raft.vote(req).await)
+}
+
+async fn snapshot(
+    State(raft): State<Raft<TypeConfig>>,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Json<Result<InstallSnapshotResponse<MemberId>, RaftError<MemberId, InstallSnapshotError>>> {
+    Json(raft.install_snapshot(req).await)
+}
+
+/// What the leader answers a forwarded proposal.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ProposeReply {
+    /// Committed and applied on the leader.
+    Done(Response),
+    /// The receiver is not the leader (any more); try this one.
+    NotLeader { leader: Option<MemberId> },
+    /// Raft itself failed (the receiver is shutting down, ...).
+    Failed(String),
+}
+
+async fn propose(State(raft): State<Raft<TypeConfig>>, Json(cmd): Json<Command>) -> Json<ProposeReply> {
+    Json(match raft.client_write(cmd).await {
+        Ok(written) => ProposeReply::Done(written.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            ProposeReply::NotLeader { leader: f.leader_id }
+        }
+        Err(e) => ProposeReply::Failed(e.to_string()),
+    })
+}
+
+/// What the leader answers a follower's linearizable read.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ReadIndexReply {
+    /// The leader confirmed its leadership with a quorum; a read that sees
+    /// every entry up to `read_log_id` is linearizable.
+    Ok {
+        read_log_id: Option<LogId<MemberId>>,
+    },
+    NotLeader {
+        leader: Option<MemberId>,
+    },
+    Failed(String),
+}
+
+async fn read_index(State(raft): State<Raft<TypeConfig>>) -> Json<ReadIndexReply> {
+    Json(match raft.ensure_linearizable().await {
+        Ok(read_log_id) => ReadIndexReply::Ok { read_log_id },
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+            ReadIndexReply::NotLeader { leader: f.leader_id }
+        }
+        Err(e) => ReadIndexReply::Failed(e.to_string()),
+    })
+}
+
+/// Why an HTTP call to another member failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TransportError {
+    /// No connection could be made: the request was certainly not
+    /// delivered.
+    #[error("cannot connect to {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The request may have been delivered (and acted on); no usable answer
+    /// came back.
+    #[error("request to {url} failed")]
+    Request {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("no answer from {url} within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("{url} answered HTTP {status}: {body}")]
+    Status { url: String, status: u16, body: String },
+    #[error("invalid request to {url}")]
+    Invalid {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl TransportError {
+    /// Whether the request certainly never reached the peer (so retrying
+    /// it elsewhere cannot apply it twice).
+    pub(crate) fn not_delivered(&self) -> bool {
+        matches!(self, TransportError::Connect { .. } | TransportError::Invalid { .. })
+    }
+}
+
+/// A pooled HTTP/1.1 client for Raft RPCs. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct HttpClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl HttpClient {
+    pub(crate) fn new() -> HttpClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        HttpClient { client }
+    }
+
+    /// POST `req` as JSON to `base` + `path` and decode the JSON answer,
+    /// all within `timeout`.
+    pub(crate) async fn post<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        base: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, TransportError> {
+        let url = format!("{}{path}", base.trim_end_matches('/'));
+        let invalid =
+            |source: Box<dyn std::error::Error + Send + Sync>| TransportError::Invalid { url: url.clone(), source };
+        let body = serde_json::to_vec(req).map_err(|e| invalid(e.into()))?;
+        let request = hyper::Request::post(url.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| invalid(e.into()))?;
+        let call = async {
+            let response = self.client.request(request).await.map_err(|source| {
+                if source.is_connect() {
+                    TransportError::Connect { url: url.clone(), source }
+                } else {
+                    TransportError::Request { url: url.clone(), source: source.into() }
+                }
+            })?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| TransportError::Request { url: url.clone(), source: e.into() })?
+                .to_bytes();
+            if !status.is_success() {
+                let body = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+                return Err(TransportError::Status { url: url.clone(), status: status.as_u16(), body });
+            }
+            serde_json::from_slice(&bytes).map_err(|e| TransportError::Request { url: url.clone(), source: e.into() })
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout { url: url.clone(), timeout }),
+        }
+    }
+}
+
+/// openraft's network factory: one [`Connection`] per peer, all sharing one
+/// connection pool.
+#[derive(Clone)]
+pub(crate) struct Network {
+    client: HttpClient,
+}
+
+impl Network {
+    pub(crate) fn new(client: HttpClient) -> Network {
+        Network { client }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: MemberId, node: &Member) -> Connection {
+        Connection { client: self.client.clone(), target, node: node.clone() }
+    }
+}
+
+/// The way to one peer.
+pub(crate) struct Connection {
+    client: HttpClient,
+    target: MemberId,
+    node: Member,
+}
+
+impl Connection {
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<MemberId, Member, RaftError<MemberId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let reply: Result<Resp, RaftError<MemberId, E>> =
+            self.client.post(&self.node.raft_addr, path, req, option.hard_ttl()).await.map_err(|e| match e {
+                TransportError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                _ => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        reply.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<MemberId>, RPCError<MemberId, Member, RaftError<MemberId>>> {
+        self.call("/raft/append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<MemberId>, RPCError<MemberId, Member, RaftError<MemberId, InstallSnapshotError>>>
+    {
+        self.call("/raft/snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<MemberId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<MemberId>, RPCError<MemberId, Member, RaftError<MemberId>>> {
+        self.call("/raft/vote", &rpc, &option).await
+    }
+}
