@@ -65,6 +65,12 @@ async fn keyed_statements_reach_their_shard_and_reads_use_replicas() -> anyhow::
         .await?
         .get(0);
     assert_eq!(n, 1);
+    // A statement that pins the session (a WITH HOLD cursor) keeps it on a
+    // primary, where its later writes can run.
+    let pinned = bed.connect().await?;
+    pinned.batch_execute("DECLARE held CURSOR WITH HOLD FOR SELECT * FROM owners WHERE owner_id = 1").await?;
+    let (_, in_recovery) = who(&pinned, "SELECT inet_server_port(), pg_is_in_recovery()").await?;
+    assert!(!in_recovery, "a pinned session must sit on a primary");
     // SELECT ... FOR UPDATE, nextval() and unknown functions go to the primary.
     let (_, in_recovery) =
         who(&reader, "SELECT inet_server_port(), pg_is_in_recovery() FROM owners WHERE owner_id = 1 FOR UPDATE")

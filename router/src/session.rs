@@ -20,7 +20,8 @@ pub enum PinReason {
     PrepareTransaction,
     /// SQL-level `PREPARE name AS ...`.
     SqlPrepare,
-    /// `set_config(...)`, which may set a session-level parameter we cannot see.
+    /// `set_config(...)`, or a `SET` inside a `DO` block: a session-level
+    /// parameter we cannot see.
     SetConfig,
     /// `LOAD`: a library loaded into that backend.
     Load,
@@ -68,7 +69,8 @@ pub enum SessionEffect<'a> {
 pub fn may_affect_session(sql: &[u8]) -> bool {
     // Keywords that matter only as a statement's first word (`SET`, not
     // `UPDATE t SET`), and words that matter anywhere.
-    const FIRST: &[&[u8]] = &[b"set", b"reset", b"discard", b"deallocate", b"listen", b"load", b"prepare", b"declare"];
+    const FIRST: &[&[u8]] =
+        &[b"set", b"reset", b"discard", b"deallocate", b"listen", b"load", b"prepare", b"declare", b"do"];
     const ANYWHERE: &[&[u8]] = &[b"temp", b"temporary", b"pg_temp", b"set_config"];
     // A comment can hide where a statement starts: then every word may be first.
     let comments = sql.windows(2).any(|w| w == b"--" || w == b"/*");
@@ -212,9 +214,40 @@ pub fn session_effect(stmt: &str) -> SessionEffect<'_> {
         }
         "BEGIN" | "COMMIT" | "ROLLBACK" | "START" | "END" | "SAVEPOINT" | "RELEASE" | "ABORT" | "SHOW" | "UNLISTEN"
         | "NOTIFY" | "CHECKPOINT" | "VACUUM" | "ANALYZE" => SessionEffect::None,
+        "DO" => {
+            let body = toks.find_map(|t| match t {
+                Token::DollarString(b) | Token::String(b) => Some(b),
+                _ => None,
+            });
+            if body.is_some_and(block_sets_parameter) {
+                SessionEffect::Pin(PinReason::SetConfig)
+            } else {
+                SessionEffect::None
+            }
+        }
         "CREATE" => scan_body(toks, true),
         _ => scan_body(toks, first_allows_temp(first)),
     }
+}
+
+/// Does a `DO` block's body run a session-level `SET` (not `SET LOCAL`,
+/// not `UPDATE ... SET`)? Such a setting outlives the block on that server
+/// connection, and the proxy cannot see its value: the client is pinned.
+fn block_sets_parameter(body: &str) -> bool {
+    // Strip the quoting ($tag$...$tag$ or '...'); the inside is PL/pgSQL.
+    let inner = match body.strip_prefix('$').and_then(|b| b.find('$').map(|i| i + 2)) {
+        Some(open) => body.get(open..body.len().saturating_sub(open)).unwrap_or(""),
+        None => body.trim_start_matches(['E', 'e']).trim_matches('\''),
+    };
+    let toks: Vec<Token<'_>> = Lexer::new(inner).collect();
+    toks.iter().enumerate().any(|(i, t)| {
+        let after_boundary = i == 0
+            || toks[i - 1] == Token::Semicolon
+            || ["BEGIN", "THEN", "LOOP", "ELSE"].iter().any(|k| toks[i - 1].is_keyword(k));
+        t.is_keyword("SET")
+            && after_boundary
+            && !toks.get(i + 1).is_some_and(|n| n.is_keyword("LOCAL") || n.is_keyword("TRANSACTION"))
+    })
 }
 
 fn first_allows_temp(first: &str) -> bool {
@@ -541,6 +574,23 @@ pub fn deferrable_begin(stmt: &str) -> Option<bool> {
         i += step;
     }
     Some(read_only)
+}
+
+#[cfg(test)]
+mod do_block_tests {
+    use super::*;
+
+    #[test]
+    fn a_do_block_that_sets_a_parameter_pins() {
+        let pin = SessionEffect::Pin(PinReason::SetConfig);
+        assert_eq!(session_effect("DO $$BEGIN SET enable_bitmapscan = 0; END$$"), pin);
+        assert_eq!(session_effect("do $x$ begin if true then set work_mem = '1MB'; end if; end $x$"), pin);
+        assert_eq!(session_effect("DO 'BEGIN SET search_path = x; END'"), pin);
+        assert_eq!(session_effect("DO $$BEGIN SET LOCAL work_mem = '1MB'; END$$"), SessionEffect::None);
+        assert_eq!(session_effect("DO $$BEGIN UPDATE t SET x = 1; END$$"), SessionEffect::None);
+        assert_eq!(session_effect("DO $$BEGIN PERFORM 1; END$$"), SessionEffect::None);
+        assert!(may_affect_session(b"DO $$BEGIN SET enable_bitmapscan = 0; END$$"));
+    }
 }
 
 #[cfg(test)]

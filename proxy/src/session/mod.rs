@@ -421,6 +421,7 @@ pub(crate) async fn sync_settings(
     loop {
         conn.last_client = client_id;
         let Some(sql) = params.sync_sql(&conn.state.applied) else { return Ok(conn) };
+        tracing::trace!(client = client_id, server_pid = conn.backend_pid, %sql, "applying the client's settings");
         match conn.run_quiet(&sql, timeout).await {
             Ok(()) => {
                 conn.state.applied = params.desired().clone();

@@ -232,6 +232,22 @@ pub(crate) fn pick_node(
     }
 }
 
+/// A statement that pins the client to its connection (a WITH HOLD cursor,
+/// LISTEN, ...) keeps the client there for the rest of its session: that
+/// connection must be the primary's, never a replica's.
+fn keep_pins_on_primary(mut d: Decision, sql: &str) -> Decision {
+    if let Action::Shard { replica_ok, .. } = &mut d.action
+        && *replica_ok
+        && router::may_affect_session(sql.as_bytes())
+        && router::lex::split_statements(sql)
+            .iter()
+            .any(|s| matches!(router::session_effect(s), router::SessionEffect::Pin(_)))
+    {
+        *replica_ok = false;
+    }
+    d
+}
+
 /// A `meridian.*` command's tag and, for SHOW, its (name, value) row.
 type SettingReply = (String, Option<(String, String)>);
 
@@ -284,7 +300,7 @@ impl State {
         let stmts = router::lex::split_statements(sql);
         let analyses: Vec<Arc<Analysis>> = stmts.iter().map(|s| self.shared.analyses.get(s, t)).collect();
         let refs: Vec<&Analysis> = analyses.iter().map(|a| &**a).collect();
-        router::route::decide_statements(&refs, t, hint)
+        keep_pins_on_primary(router::route::decide_statements(&refs, t, hint), sql)
     }
 
     /// The route of one extended-protocol statement with its parameters.
@@ -293,7 +309,7 @@ impl State {
             Ok(h) => h,
             Err(e) => return Decision { reason: e.message.clone(), action: Action::Reject(e), writes: false },
         };
-        router::route::decide(&self.shared.analyses.get(sql, t), params, t, hint)
+        keep_pins_on_primary(router::route::decide(&self.shared.analyses.get(sql, t), params, t, hint), sql)
     }
 
     /// Where the next request in `cbuf` goes (called with no server attached).
