@@ -43,6 +43,18 @@ pub struct Timings {
     /// How long `propose` and `read_linearizable` wait for a leader and
     /// its answer (elections included); 5 s.
     pub forward_timeout: Duration,
+    /// How long a member may go on routing writes after it last confirmed
+    /// the committed topology with the Raft quorum; 1 s. See
+    /// [`Lease`](crate::LeaseHandle).
+    ///
+    /// Must be longer than `heartbeat_interval` (checked at start): a
+    /// confirmation costs a quorum round trip, and the lease is renewed
+    /// every third of it. It does not have to be longer than the election
+    /// timeout, but when it is shorter, every lease runs out while a new
+    /// Raft leader is being elected (writes are held for that time), and
+    /// when it is longer, a failover waits longer (it waits out one
+    /// `write_lease` after fencing the shard).
+    pub write_lease: Duration,
 }
 
 impl Default for Timings {
@@ -53,6 +65,7 @@ impl Default for Timings {
             election_timeout_max: Duration::from_millis(2000),
             install_snapshot_timeout: Duration::from_secs(10),
             forward_timeout: Duration::from_secs(5),
+            write_lease: Duration::from_secs(1),
         }
     }
 }
@@ -60,6 +73,12 @@ impl Default for Timings {
 impl Timings {
     /// openraft's configuration for these timings.
     pub(crate) fn raft_config(&self) -> Result<openraft::Config, StartError> {
+        if self.write_lease <= self.heartbeat_interval {
+            return Err(StartError::Timings(format!(
+                "write_lease ({:?}) must be longer than heartbeat_interval ({:?})",
+                self.write_lease, self.heartbeat_interval
+            )));
+        }
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         openraft::Config {
             cluster_name: "meridian".into(),

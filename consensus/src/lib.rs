@@ -37,9 +37,22 @@
 //!   [`change_membership`](ConsensusNode::change_membership).
 //!   [`Timings`] default to cross-region values (heartbeat 250 ms,
 //!   election timeout 1–2 s).
+//! - The write lease: a task owned by each [`ConsensusNode`] renews it
+//!   every third of [`Timings::write_lease`] (default 1 s) by confirming
+//!   the committed topology with the quorum (as
+//!   [`read_linearizable`](ConsensusNode::read_linearizable) does); it is
+//!   valid until the start of the last successful confirmation plus
+//!   `write_lease`, on the monotonic clock, and revoked on shutdown.
+//!   [`ConsensusNode::lease`] gives a [`LeaseState`];
+//!   [`ConsensusNode::lease_handle`] a lock-free [`LeaseHandle`] for the
+//!   data path, which must never await consensus.
 //!
 //! Not built yet: mutual TLS on the Raft port (plain HTTP for now: keep it
-//! on a private network), the write lease, forwarding of membership
+//! on a private network), the data path's side of the write lease (hold
+//! writes, bounded, while [`LeaseHandle::is_valid`] is false, then refuse
+//! them with a clear, retryable error: that belongs in the proxy, which
+//! does not use this crate yet), the lease in [`Status`] and metrics,
+//! forwarding of membership
 //! changes (they must be called on the leader), deduplication of a
 //! proposal retried after [`ProposeError::OutcomeUnknown`] (the idempotent
 //! changes make most retries harmless, not all), users and admin roles in
@@ -50,6 +63,7 @@
 
 mod config;
 mod error;
+mod lease;
 pub mod network;
 mod node;
 pub mod state;
@@ -58,6 +72,7 @@ pub mod types;
 
 pub use config::{Config, Timings};
 pub use error::{Error, ProposeError, RequestError, StartError};
+pub use lease::{LeaseHandle, LeaseState};
 pub use node::{ConsensusNode, RaftRole, Status};
 pub use state::{Applied, CommandError, TopologyState};
 pub use types::{Change, Command, Epoch, Member, MemberId, Response, UnixMillis};

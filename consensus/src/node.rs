@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Timings};
 use crate::error::{ProposeError, RequestError, StartError};
+use crate::lease::{self, LeaseHandle, LeaseState};
 use crate::network::{self, HttpClient, Network, ProposeReply, ReadIndexReply};
 use crate::state::{Applied, TopologyState};
 use crate::store::{self, StateMachineStore};
@@ -32,13 +33,23 @@ const SERVER_DRAIN: Duration = Duration::from_secs(5);
 /// but leaves openraft's tasks to end on their own.
 pub struct ConsensusNode {
     member: Member,
-    raft: Raft<TypeConfig>,
-    state_machine: StateMachineStore,
-    client: HttpClient,
-    timings: Timings,
+    core: Core,
     local_addr: SocketAddr,
-    shutdown: CancellationToken,
     server: JoinHandle<()>,
+    lease: LeaseHandle,
+    lease_task: JoinHandle<()>,
+}
+
+/// What the node's facade and its background tasks (the lease renewal)
+/// share.
+#[derive(Clone)]
+pub(crate) struct Core {
+    pub(crate) id: MemberId,
+    pub(crate) raft: Raft<TypeConfig>,
+    pub(crate) state_machine: StateMachineStore,
+    pub(crate) client: HttpClient,
+    pub(crate) timings: Timings,
+    pub(crate) shutdown: CancellationToken,
 }
 
 /// A member's view of the group, from Raft's metrics.
@@ -98,24 +109,18 @@ impl ConsensusNode {
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve_raft(listener, network::router(raft.clone()), shutdown.clone()));
-        let node = ConsensusNode {
-            member: config.member,
-            raft,
-            state_machine,
-            client,
-            timings: config.timings,
-            local_addr,
-            shutdown,
-            server,
-        };
+        let core = Core { id, raft, state_machine, client, timings: config.timings, shutdown };
+        let lease = LeaseHandle::new();
+        let lease_task = tokio::spawn(lease::renew(core.clone(), lease.clone()));
+        let node = ConsensusNode { member: config.member, core, local_addr, server, lease, lease_task };
 
-        let initialized = node.raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        let initialized = node.core.raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
         let lowest = initial.keys().next().copied();
         if initialized {
             tracing::info!(member = id, "raft member restarted from its log");
         } else if lowest == Some(id) {
             tracing::info!(member = id, members = ?initial.keys().collect::<Vec<_>>(), "initialising the raft group");
-            if let Err(e) = node.raft.initialize(initial).await {
+            if let Err(e) = node.core.raft.initialize(initial).await {
                 node.stop().await;
                 return Err(StartError::Raft(e.to_string()));
             }
@@ -142,11 +147,11 @@ impl ConsensusNode {
     /// A command that reached a leader but got no answer is reported as
     /// [`ProposeError::OutcomeUnknown`], never as failed.
     pub async fn propose(&self, cmd: Command) -> Result<Applied, ProposeError> {
-        let deadline = Instant::now() + self.timings.forward_timeout;
+        let deadline = Instant::now() + self.core.timings.forward_timeout;
         loop {
-            let leader = self.wait_for_leader(deadline).await.ok_or(ProposeError::NoLeader)?;
+            let leader = self.core.wait_for_leader(deadline).await.ok_or(ProposeError::NoLeader)?;
             if leader.id == self.member.id {
-                match self.raft.client_write(cmd.clone()).await {
+                match self.core.raft.client_write(cmd.clone()).await {
                     Ok(written) => return applied(written.data),
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
                     Err(RaftError::APIError(e @ ClientWriteError::ChangeMembershipError(_))) => {
@@ -156,7 +161,7 @@ impl ConsensusNode {
                 }
             } else {
                 let timeout = deadline.saturating_duration_since(Instant::now()).max(RETRY_PAUSE);
-                match self.client.post(&leader.raft_addr, "/raft/propose", &cmd, timeout).await {
+                match self.core.client.post(&leader.raft_addr, "/raft/propose", &cmd, timeout).await {
                     Ok(ProposeReply::Done(response)) => return applied(response),
                     Ok(ProposeReply::NotLeader { .. }) => {}
                     Ok(ProposeReply::Failed(reason)) => return Err(ProposeError::OutcomeUnknown(reason.into())),
@@ -166,7 +171,7 @@ impl ConsensusNode {
                     Err(e) => return Err(ProposeError::OutcomeUnknown(e.into())),
                 }
             }
-            if self.shutdown.is_cancelled() {
+            if self.core.shutdown.is_cancelled() {
                 return Err(ProposeError::ShuttingDown);
             }
             if Instant::now() + RETRY_PAUSE >= deadline {
@@ -181,11 +186,108 @@ impl ConsensusNode {
     /// its leadership with a quorum; on a follower, after asking the leader
     /// for its read index and applying the log up to it.
     pub async fn read_linearizable(&self) -> Result<Arc<TopologyState>, RequestError> {
+        self.core.read_linearizable().await
+    }
+
+    /// This member's write lease now: whether it has confirmed the
+    /// committed topology with the quorum within
+    /// [`Timings::write_lease`].
+    pub fn lease(&self) -> LeaseState {
+        self.lease.state(Instant::now())
+    }
+
+    /// A cheap, lock-free handle on this member's write lease for the data
+    /// path (never awaits consensus).
+    pub fn lease_handle(&self) -> LeaseHandle {
+        self.lease.clone()
+    }
+
+    /// The topology as applied on this member so far, without asking
+    /// anyone: what the data path reads.
+    pub fn topology(&self) -> Arc<TopologyState> {
+        self.core.state_machine.topology()
+    }
+
+    /// The applied topology now and on every change. Never closes while
+    /// this node exists.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<TopologyState>> {
+        self.core.state_machine.subscribe()
+    }
+
+    /// This member's view of the group.
+    pub async fn status(&self) -> Status {
+        let metrics = self.core.raft.metrics().borrow().clone();
+        let commit_index =
+            self.core.raft.with_raft_state(|state| state.committed.map(|id| id.index)).await.ok().flatten();
+        let membership = metrics.membership_config.membership();
+        Status {
+            id: metrics.id,
+            role: match metrics.state {
+                ServerState::Leader => RaftRole::Leader,
+                ServerState::Follower => RaftRole::Follower,
+                ServerState::Candidate => RaftRole::Candidate,
+                ServerState::Learner => RaftRole::Learner,
+                ServerState::Shutdown => RaftRole::Shutdown,
+            },
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            commit_index,
+            applied_index: metrics.last_applied.map(|id| id.index),
+            last_log_index: metrics.last_log_index,
+            voters: membership.voter_ids().collect(),
+            members: membership.nodes().map(|(id, member)| (*id, member.clone())).collect(),
+        }
+    }
+
+    /// Add `member` as a learner (it receives the log but does not vote)
+    /// and wait until it has caught up. Only on the leader.
+    pub async fn add_learner(&self, member: Member) -> Result<(), RequestError> {
+        self.core.raft.add_learner(member.id, member, true).await.map(|_| ()).map_err(membership_error)
+    }
+
+    /// Make `voters` the voting members (joint consensus, handled by
+    /// openraft). Every id must already be a member (a learner that caught
+    /// up); members left out are removed from the group. Only on the
+    /// leader.
+    pub async fn change_membership(&self, voters: BTreeSet<MemberId>) -> Result<(), RequestError> {
+        self.core.raft.change_membership(voters, false).await.map(|_| ()).map_err(membership_error)
+    }
+
+    /// Stop Raft, stop serving, and release the store (the data directory
+    /// can be opened again once this returns).
+    pub async fn shutdown(self) {
+        tracing::info!(member = self.member.id, "consensus node shutting down");
+        self.stop().await;
+    }
+
+    async fn stop(self) {
+        self.core.shutdown.cancel();
+        self.lease.revoke();
+        let mut lease_task = self.lease_task;
+        if tokio::time::timeout(SERVER_DRAIN, &mut lease_task).await.is_err() {
+            lease_task.abort();
+        }
+        if let Err(e) = self.core.raft.shutdown().await {
+            tracing::warn!(member = self.member.id, error = %e, "raft did not stop cleanly");
+        }
+        let mut server = self.server;
+        if tokio::time::timeout(SERVER_DRAIN, &mut server).await.is_err() {
+            server.abort();
+        }
+    }
+}
+
+impl Core {
+    /// The topology as of now, linearizably: every change committed before
+    /// this call (on any member) is in it. On the leader, after confirming
+    /// its leadership with a quorum; on a follower, after asking the leader
+    /// for its read index and applying the log up to it.
+    pub(crate) async fn read_linearizable(&self) -> Result<Arc<TopologyState>, RequestError> {
         let deadline = Instant::now() + self.timings.forward_timeout;
         loop {
             let leader = self.wait_for_leader(deadline).await.ok_or(RequestError::NoLeader)?;
             let mut last_error: Option<RequestError> = None;
-            if leader.id == self.member.id {
+            if leader.id == self.id {
                 match self.raft.ensure_linearizable().await {
                     Ok(_) => return Ok(self.state_machine.topology()),
                     Err(RaftError::APIError(e)) => last_error = Some(RequestError::Refused(e.to_string())),
@@ -214,74 +316,6 @@ impl ConsensusNode {
                 return Err(last_error.unwrap_or(RequestError::NoLeader));
             }
             tokio::time::sleep(RETRY_PAUSE).await;
-        }
-    }
-
-    /// The topology as applied on this member so far, without asking
-    /// anyone: what the data path reads.
-    pub fn topology(&self) -> Arc<TopologyState> {
-        self.state_machine.topology()
-    }
-
-    /// The applied topology now and on every change. Never closes while
-    /// this node exists.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<TopologyState>> {
-        self.state_machine.subscribe()
-    }
-
-    /// This member's view of the group.
-    pub async fn status(&self) -> Status {
-        let metrics = self.raft.metrics().borrow().clone();
-        let commit_index = self.raft.with_raft_state(|state| state.committed.map(|id| id.index)).await.ok().flatten();
-        let membership = metrics.membership_config.membership();
-        Status {
-            id: metrics.id,
-            role: match metrics.state {
-                ServerState::Leader => RaftRole::Leader,
-                ServerState::Follower => RaftRole::Follower,
-                ServerState::Candidate => RaftRole::Candidate,
-                ServerState::Learner => RaftRole::Learner,
-                ServerState::Shutdown => RaftRole::Shutdown,
-            },
-            leader: metrics.current_leader,
-            term: metrics.current_term,
-            commit_index,
-            applied_index: metrics.last_applied.map(|id| id.index),
-            last_log_index: metrics.last_log_index,
-            voters: membership.voter_ids().collect(),
-            members: membership.nodes().map(|(id, member)| (*id, member.clone())).collect(),
-        }
-    }
-
-    /// Add `member` as a learner (it receives the log but does not vote)
-    /// and wait until it has caught up. Only on the leader.
-    pub async fn add_learner(&self, member: Member) -> Result<(), RequestError> {
-        self.raft.add_learner(member.id, member, true).await.map(|_| ()).map_err(membership_error)
-    }
-
-    /// Make `voters` the voting members (joint consensus, handled by
-    /// openraft). Every id must already be a member (a learner that caught
-    /// up); members left out are removed from the group. Only on the
-    /// leader.
-    pub async fn change_membership(&self, voters: BTreeSet<MemberId>) -> Result<(), RequestError> {
-        self.raft.change_membership(voters, false).await.map(|_| ()).map_err(membership_error)
-    }
-
-    /// Stop Raft, stop serving, and release the store (the data directory
-    /// can be opened again once this returns).
-    pub async fn shutdown(self) {
-        tracing::info!(member = self.member.id, "consensus node shutting down");
-        self.stop().await;
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(member = self.member.id, error = %e, "raft did not stop cleanly");
-        }
-        let mut server = self.server;
-        if tokio::time::timeout(SERVER_DRAIN, &mut server).await.is_err() {
-            server.abort();
         }
     }
 
