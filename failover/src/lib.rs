@@ -1,5 +1,42 @@
-//! Failover for Meridian: a sans-IO core that turns health observations and
-//! time into decisions (suspect, dead, fence, promote, re-point), and a thin
-//! runtime on the Raft leader that carries them out.
+//! Failover for Meridian: the sans-IO core that turns health observations and
+//! time into decisions.
 //!
-//! Nothing is built here yet (issue 4).
+//! What is built here:
+//!
+//! - [`Observations`]: the latest probe report of every Meridian member about
+//!   every PostgreSQL node (reachability and since when, recovery state, LSNs,
+//!   RTT), with flapping handled so a failure run restarts after a success.
+//! - [`Detector`]: Healthy / Suspect / Dead verdicts. Dead needs a majority of
+//!   the Raft membership each failing continuously for `failure_timeout`
+//!   (DESIGN §5), so one proxy's own network trouble never causes a failover.
+//! - [`plan_failover`]: the candidate choice (LSN, sync standbys, the
+//!   primary's region, priority), the `max_lag_on_failover` bound, the
+//!   `ANY k (n)` quorum argument for RPO 0 (promote only when n-k+1 standbys
+//!   are reachable) and operator targets and FORCE, as a [`Decision`].
+//! - [`FailoverMachine`]: the phase machine Healthy → Suspect → Dead →
+//!   Fencing → Promoting → Repointing → Done / Aborted, taking [`Event`]s and
+//!   returning [`Action`]s, with a phase [`Timeline`] for reports.
+//!
+//! The core is pure: no tokio, no I/O, no clock. Time is a [`Millis`] passed
+//! in, so every test is deterministic.
+//!
+//! What is not built yet (issue 4): the runtime on the Raft leader that runs
+//! the probes, feeds the machine and carries out its actions through
+//! `consensus` and tokio-postgres (fence and primary commits, clearing
+//! `primary_conninfo`, `pg_promote()`, re-pointing); the write lease itself;
+//! admin SQL (`FAILOVER`, `SWITCHOVER`, `REJOIN NODE`, `SHOW FAILOVERS`);
+//! drills and their RTO/RPO reports; metrics and a `failover::Config`.
+
+mod health;
+mod machine;
+mod observe;
+mod plan;
+mod types;
+mod view;
+
+pub use health::{Detector, Health};
+pub use machine::{Action, Config, Event, FailoverMachine, Outcome, Phase, Record, Timeline};
+pub use observe::{Observation, Observations};
+pub use plan::{AbortReason, Candidate, Decision, OperatorReason, Options, WaitReason, plan_failover, rank_candidates};
+pub use types::{Epoch, Lsn, MemberId, Millis, NodeId, RegionId, ShardId};
+pub use view::{Durability, Replica, ShardView};
