@@ -1,14 +1,14 @@
 //! Three members in one process, on 127.0.0.1 ports and temporary
 //! directories, talking Raft over HTTP.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use consensus::{Change, Command, ConsensusNode, Member, MemberId, RaftRole, Timings, TopologyState};
-use tempfile::TempDir;
-use tokio::time::Instant;
+mod common;
+
+use common::{Cluster, add_region};
+use consensus::{Change, Command, ConsensusNode, Timings, TopologyState};
 
 /// Shorter than the cross-region defaults so the tests run quickly.
 fn timings() -> Timings {
@@ -17,106 +17,6 @@ fn timings() -> Timings {
         election_timeout_min: Duration::from_millis(500),
         election_timeout_max: Duration::from_millis(1000),
         ..Timings::default()
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-struct Cluster {
-    members: Vec<Member>,
-    listens: Vec<SocketAddr>,
-    dirs: Vec<TempDir>,
-    nodes: Vec<Option<ConsensusNode>>,
-}
-
-impl Cluster {
-    async fn start(n: u64) -> Result<Cluster> {
-        let mut cluster = Cluster { members: Vec::new(), listens: Vec::new(), dirs: Vec::new(), nodes: Vec::new() };
-        for id in 1..=n {
-            let port = free_port()?;
-            cluster.members.push(Member {
-                id,
-                name: format!("meridian-{id}"),
-                region: ["eu", "us", "ap"][(id as usize - 1) % 3].into(),
-                raft_addr: format!("http://127.0.0.1:{port}"),
-                client_addr: format!("127.0.0.1:{}", 16432 + id),
-            });
-            cluster.listens.push(SocketAddr::from(([127, 0, 0, 1], port)));
-            cluster.dirs.push(TempDir::new()?);
-        }
-        for i in 0..n as usize {
-            let node = cluster.start_node(i).await?;
-            cluster.nodes.push(Some(node));
-        }
-        Ok(cluster)
-    }
-
-    async fn start_node(&self, i: usize) -> Result<ConsensusNode> {
-        let config = consensus::Config {
-            member: self.members[i].clone(),
-            listen: self.listens[i],
-            data_dir: self.dirs[i].path().to_owned(),
-            initial_members: self.members.clone(),
-            timings: timings(),
-        };
-        Ok(ConsensusNode::start(config).await?)
-    }
-
-    fn node(&self, id: MemberId) -> &ConsensusNode {
-        self.nodes[id as usize - 1].as_ref().expect("node is running")
-    }
-
-    fn running(&self) -> impl Iterator<Item = &ConsensusNode> {
-        self.nodes.iter().flatten()
-    }
-
-    async fn stop(&mut self, id: MemberId) {
-        if let Some(node) = self.nodes[id as usize - 1].take() {
-            node.shutdown().await;
-        }
-    }
-
-    async fn restart(&mut self, id: MemberId) -> Result<()> {
-        let node = self.start_node(id as usize - 1).await?;
-        self.nodes[id as usize - 1] = Some(node);
-        Ok(())
-    }
-
-    /// Wait until every running member names the same leader, one of them.
-    async fn leader(&self, within: Duration) -> Result<MemberId> {
-        let deadline = Instant::now() + within;
-        loop {
-            let mut leaders = Vec::new();
-            for node in self.running() {
-                leaders.push(node.status().await.leader);
-            }
-            if let Some(Some(leader)) = leaders.first().copied() {
-                let agreed = leaders.iter().all(|l| *l == Some(leader));
-                let running = self.running().any(|n| n.member().id == leader);
-                if agreed && running && self.node(leader).status().await.role == RaftRole::Leader {
-                    return Ok(leader);
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("no agreed leader within {within:?}: {leaders:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn follower_of(&self, leader: MemberId) -> &ConsensusNode {
-        self.running().find(|n| n.member().id != leader).expect("a follower runs")
-    }
-}
-
-fn add_region(name: &str) -> Command {
-    Command {
-        actor: "dba".into(),
-        origin: "127.0.0.1:50000".into(),
-        at: 1_700_000_000_000,
-        change: Change::AddRegion { name: name.into() },
     }
 }
 
@@ -132,7 +32,7 @@ async fn sees_region(node: &ConsensusNode, region: &str, within: Duration) -> Re
 
 #[tokio::test]
 async fn a_proposal_on_a_follower_is_applied_everywhere_within_a_second() -> Result<()> {
-    let cluster = Cluster::start(3).await?;
+    let cluster = Cluster::start(3, timings(), 16432).await?;
     let leader = cluster.leader(Duration::from_secs(10)).await?;
     let status = cluster.node(leader).status().await;
     assert_eq!(status.voters.len(), 3);
@@ -169,7 +69,7 @@ async fn a_proposal_on_a_follower_is_applied_everywhere_within_a_second() -> Res
 
 #[tokio::test]
 async fn a_new_leader_takes_over_when_the_leader_stops() -> Result<()> {
-    let mut cluster = Cluster::start(3).await?;
+    let mut cluster = Cluster::start(3, timings(), 16432).await?;
     let old = cluster.leader(Duration::from_secs(10)).await?;
     cluster.node(old).propose(add_region("before")).await?;
 
@@ -191,7 +91,7 @@ async fn a_new_leader_takes_over_when_the_leader_stops() -> Result<()> {
 
 #[tokio::test]
 async fn a_restarted_member_catches_up_from_its_disk() -> Result<()> {
-    let mut cluster = Cluster::start(3).await?;
+    let mut cluster = Cluster::start(3, timings(), 16432).await?;
     cluster.leader(Duration::from_secs(10)).await?;
     cluster.node(2).propose(add_region("one")).await?;
     sees_region(cluster.node(1), "one", Duration::from_secs(1)).await?;

@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use consensus::{Change, Command, ConsensusNode, Member, MemberId, RaftRole, Timings};
+mod common;
+
+use common::{Cluster, add_region};
+use consensus::{ConsensusNode, Member, MemberId, Timings};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
@@ -25,122 +28,11 @@ fn timings() -> Timings {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-struct Cluster {
-    members: Vec<Member>,
-    listens: Vec<SocketAddr>,
-    dirs: Vec<TempDir>,
-    nodes: Vec<Option<ConsensusNode>>,
-}
-
-impl Cluster {
-    async fn start(n: u64) -> Result<Cluster> {
-        let mut cluster = Cluster { members: Vec::new(), listens: Vec::new(), dirs: Vec::new(), nodes: Vec::new() };
-        for id in 1..=n {
-            let port = free_port()?;
-            cluster.members.push(Member {
-                id,
-                name: format!("meridian-{id}"),
-                region: ["eu", "us", "ap"][(id as usize - 1) % 3].into(),
-                raft_addr: format!("http://127.0.0.1:{port}"),
-                client_addr: format!("127.0.0.1:{}", 26432 + id),
-            });
-            cluster.listens.push(SocketAddr::from(([127, 0, 0, 1], port)));
-            cluster.dirs.push(TempDir::new()?);
-        }
-        for i in 0..n as usize {
-            let node = cluster.start_node(i).await?;
-            cluster.nodes.push(Some(node));
-        }
-        Ok(cluster)
-    }
-
-    async fn start_node(&self, i: usize) -> Result<ConsensusNode> {
-        let config = consensus::Config {
-            member: self.members[i].clone(),
-            listen: self.listens[i],
-            data_dir: self.dirs[i].path().to_owned(),
-            initial_members: self.members.clone(),
-            timings: timings(),
-        };
-        Ok(ConsensusNode::start(config).await?)
-    }
-
-    fn node(&self, id: MemberId) -> &ConsensusNode {
-        self.nodes[id as usize - 1].as_ref().expect("node is running")
-    }
-
-    fn running(&self) -> impl Iterator<Item = &ConsensusNode> {
-        self.nodes.iter().flatten()
-    }
-
-    async fn stop(&mut self, id: MemberId) {
-        if let Some(node) = self.nodes[id as usize - 1].take() {
-            node.shutdown().await;
-        }
-    }
-
-    async fn restart(&mut self, id: MemberId) -> Result<()> {
-        let node = self.start_node(id as usize - 1).await?;
-        self.nodes[id as usize - 1] = Some(node);
-        Ok(())
-    }
-
-    async fn leader(&self, within: Duration) -> Result<MemberId> {
-        let deadline = Instant::now() + within;
-        loop {
-            for node in self.running() {
-                let status = node.status().await;
-                if status.role == RaftRole::Leader {
-                    return Ok(status.id);
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("no leader within {within:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Wait until every running member holds a valid lease; how long it took.
-    async fn all_leases_valid(&self, within: Duration) -> Result<Duration> {
-        let start = Instant::now();
-        loop {
-            if self.running().all(|n| n.lease().valid) {
-                return Ok(start.elapsed());
-            }
-            if start.elapsed() > within {
-                let leases: Vec<_> = self.running().map(|n| (n.member().id, n.lease())).collect();
-                bail!("not every lease valid within {within:?}: {leases:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn shutdown(self) {
-        for node in self.nodes.into_iter().flatten() {
-            node.shutdown().await;
-        }
-    }
-}
-
-fn add_region(name: &str) -> Command {
-    Command {
-        actor: "dba".into(),
-        origin: "127.0.0.1:50000".into(),
-        at: 1_700_000_000_000,
-        change: Change::AddRegion { name: name.into() },
-    }
-}
-
 /// Healthy cluster → leases valid and staying valid; `survivor` cut off →
 /// its lease expires in time; quorum back → valid again.
 async fn lease_follows_the_quorum(survivor_is_leader: bool) -> Result<()> {
-    let mut cluster = Cluster::start(3).await?;
-    let leader = cluster.leader(Duration::from_secs(10)).await?;
+    let mut cluster = Cluster::start(3, timings(), 26432).await?;
+    let leader = cluster.any_leader(Duration::from_secs(10)).await?;
 
     // Healthy: valid everywhere within about a second of having a leader.
     let took = cluster.all_leases_valid(WRITE_LEASE + SLACK).await?;
