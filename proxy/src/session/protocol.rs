@@ -320,12 +320,6 @@ impl State {
             }
             b'C' | b'I' => {
                 let command = if tag == b'C' { cstr(body).map(|(t, _)| t).unwrap_or_default() } else { &[][..] };
-                if tag == b'C'
-                    && !self.route.wrote
-                    && self.route.attached.as_ref().is_some_and(|a| a.role == router::topology::Role::Primary)
-                {
-                    self.route.wrote = writes(command);
-                }
                 if command == b"DISCARD ALL" || command == b"DEALLOCATE ALL" {
                     server.prepared.clear();
                     self.stmts.clear();
@@ -622,6 +616,11 @@ impl State {
                 // answers (ReadyForQuery, or an error and a closed connection),
                 // and the connection stays with us until it has.
                 _ => {
+                    // A function call may write (lo_write...): read-your-writes
+                    // must wait for it, as for any statement that may.
+                    if self.route.attached.as_ref().is_some_and(|a| a.role == router::topology::Role::Primary) {
+                        self.route.wrote = true;
+                    }
                     sout.extend_from_slice(raw);
                     self.pending.push_back(Expect::Query { tracked: false });
                 }
@@ -701,35 +700,6 @@ impl State {
             }
         }
     }
-}
-
-/// Did a statement with this command tag (may have) written? Reads,
-/// settings and transaction control did not; anything else may have.
-fn writes(tag: &[u8]) -> bool {
-    const NO_WRITE: &[&[u8]] = &[
-        b"SELECT",
-        b"SHOW",
-        b"SET",
-        b"RESET",
-        b"BEGIN",
-        b"START",
-        b"COMMIT",
-        b"ROLLBACK",
-        b"SAVEPOINT",
-        b"RELEASE",
-        b"DISCARD",
-        b"DEALLOCATE",
-        b"PREPARE",
-        b"FETCH",
-        b"MOVE",
-        b"DECLARE",
-        b"CLOSE",
-        b"LISTEN",
-        b"UNLISTEN",
-        b"EXPLAIN",
-    ];
-    let word = tag.split(|b| *b == b' ').next().unwrap_or_default();
-    !NO_WRITE.contains(&word)
 }
 
 /// Does `sql` start (after white space) with `word`, in any case?

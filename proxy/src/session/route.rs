@@ -58,7 +58,8 @@ pub(crate) struct RouteState {
     pub prechecked: bool,
     /// An error [`State::plan`] decided for the request being sent.
     pub planned_error: Option<RouteError>,
-    /// The transaction on the attached primary wrote (by its command tags).
+    /// The transaction on the attached primary ran a statement that may
+    /// write (`router::route::Decision::writes`, or a function call).
     pub wrote: bool,
     /// Pools of other servers this session used (looked up once).
     pub pools: Mutex<Vec<Arc<crate::pool::Pool>>>,
