@@ -263,6 +263,30 @@ struct Peer {
     tls: bool,
 }
 
+/// A logged-in client's identities: its (pid, key) for cancels, its
+/// session id, and its entry in the node's client list.
+fn admit(
+    shared: &Arc<Shared>,
+    span: &tracing::Span,
+    user: &str,
+    database: String,
+    peer: Peer,
+    mode: ClientMode,
+) -> (crate::cancel::CancelHandle, u64, ClientGuard) {
+    let cancel = shared.cancels.register();
+    let id = shared.next_client_id();
+    span.record("session_id", id);
+    let client = shared.clients.register(ClientInfo {
+        id,
+        user: user.to_owned(),
+        database,
+        peer: peer.addr,
+        tls: peer.tls,
+        mode,
+    });
+    (cancel, id, client)
+}
+
 async fn login<S>(
     mut stream: S,
     mut buf: BytesMut,
@@ -324,17 +348,7 @@ where
         if !user.admin {
             return Err(Error::AdminDenied(user_name));
         }
-        let cancel = shared.cancels.register();
-        let id = shared.next_client_id();
-        span.record("session_id", id);
-        let client = shared.clients.register(ClientInfo {
-            id,
-            user: user_name.clone(),
-            database,
-            peer: peer.addr,
-            tls: peer.tls,
-            mode: ClientMode::Admin,
-        });
+        let (cancel, _, client) = admit(shared, &span, &user_name, database, peer, ClientMode::Admin);
         crate::admin::greeting(&mut out, params, &user_name, cancel.pid, cancel.key());
         stream.write_all(&out).await?;
         tracing::debug!("admin logged in");
@@ -348,17 +362,8 @@ where
     let password = user.backend_password.as_ref().map(|s| s.expose());
     let pool = shared.pools.get(&key, password, &pool_config);
     let transaction_mode = user.pool_mode.unwrap_or(pool_config.mode) == PoolMode::Transaction;
-    let cancel = shared.cancels.register();
-    let id = shared.next_client_id();
-    span.record("session_id", id);
-    let client = shared.clients.register(ClientInfo {
-        id,
-        user: user_name.clone(),
-        database,
-        peer: peer.addr,
-        tls: peer.tls,
-        mode: if transaction_mode { ClientMode::Transaction } else { ClientMode::Session },
-    });
+    let mode = if transaction_mode { ClientMode::Transaction } else { ClientMode::Session };
+    let (cancel, id, client) = admit(shared, &span, &user_name, database, peer, mode);
     client.set_state(ClientState::Active);
 
     // The first checkout tells the client what its server looks like. When

@@ -464,29 +464,21 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
                 _ => start_pgbouncer(&pgbouncer, work.path(), "pgbouncer-idle", pg_port, args.pool_size, max_clients)?,
             };
             let r = rt.block_on(idle_test(&proc, n))?;
-            eprintln!(
-                "idle {:>9}: {} connected, {} failed in {:.1}s; RSS {:.1} -> {:.1} MiB ({:.1} KiB/client), after close {:.1} MiB{}",
+            let (label, before, with, per, after) = (
                 kind.label(),
-                r.connected,
-                r.failed,
-                r.connect_secs,
                 kib_to_mib(r.rss_before_kib),
                 kib_to_mib(r.rss_with_kib),
                 r.per_client_kib(),
                 kib_to_mib(r.rss_after_kib),
-                r.first_error.as_deref().map(|e| format!(" (first error: {e})")).unwrap_or_default(),
+            );
+            let (connected, failed, secs) = (r.connected, r.failed, r.connect_secs);
+            let first_error = r.first_error.as_deref().map(|e| format!(" (first error: {e})")).unwrap_or_default();
+            eprintln!(
+                "idle {label:>9}: {connected} connected, {failed} failed in {secs:.1}s; RSS {before:.1} -> {with:.1} MiB ({per:.1} KiB/client), after close {after:.1} MiB{first_error}"
             );
             writeln!(
                 section,
-                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
-                kind.label(),
-                r.connected,
-                r.failed,
-                r.connect_secs,
-                kib_to_mib(r.rss_before_kib),
-                kib_to_mib(r.rss_with_kib),
-                r.per_client_kib(),
-                kib_to_mib(r.rss_after_kib),
+                "| {label} | {connected} | {failed} | {secs:.1} | {before:.1} | {with:.1} | {per:.1} | {after:.1} |"
             )?;
             if let Some(e) = &r.first_error {
                 writeln!(section, "\n{}: first connection error: `{}`\n", kind.label(), e)?;
