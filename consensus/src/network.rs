@@ -9,10 +9,12 @@
 //! | `/raft/snapshot` | openraft `InstallSnapshotRequest` (one chunk) | `Result<InstallSnapshotResponse, RaftError>` |
 //! | `/raft/propose` | [`Command`] | `ProposeReply` |
 //! | `/raft/read_index` | `()` | `ReadIndexReply` |
+//! | `/raft/membership` | `MembershipRequest` | `MembershipReply` |
 //!
 //! The first three are openraft's own messages, served as in openraft's
-//! `raft-kv-memstore` example; the last two are how a follower forwards a
-//! proposal to the leader and asks it for a linearizable read index.
+//! `raft-kv-memstore` example; the last three are how a follower forwards a
+//! proposal to the leader, asks it for a linearizable read index, and
+//! forwards a membership change (`ADD MEMBER` typed on any node).
 //!
 //! The client side is `Network`, openraft's `RaftNetworkFactory`, over
 //! hyper-util's pooled client. Every request has a deadline: openraft's own
@@ -57,6 +59,7 @@ pub(crate) fn router(raft: Raft<TypeConfig>) -> Router {
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/propose", post(propose))
         .route("/raft/read_index", post(read_index))
+        .route("/raft/membership", post(membership))
         .with_state(raft)
 }
 
@@ -123,6 +126,37 @@ async fn read_index(State(raft): State<Raft<TypeConfig>>) -> Json<ReadIndexReply
             ReadIndexReply::NotLeader { leader: f.leader_id }
         }
         Err(e) => ReadIndexReply::Failed(e.to_string()),
+    })
+}
+
+/// A membership change forwarded to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum MembershipRequest {
+    /// Add a learner and wait until it has caught up.
+    AddLearner(Member),
+    /// Make exactly these members the voters.
+    ChangeVoters(std::collections::BTreeSet<MemberId>),
+}
+
+/// What the leader answers a forwarded membership change.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum MembershipReply {
+    Done,
+    NotLeader { leader: Option<MemberId> },
+    Failed(String),
+}
+
+async fn membership(State(raft): State<Raft<TypeConfig>>, Json(req): Json<MembershipRequest>) -> Json<MembershipReply> {
+    let result = match req {
+        MembershipRequest::AddLearner(member) => raft.add_learner(member.id, member, true).await.map(|_| ()),
+        MembershipRequest::ChangeVoters(voters) => raft.change_membership(voters, false).await.map(|_| ()),
+    };
+    Json(match result {
+        Ok(()) => MembershipReply::Done,
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            MembershipReply::NotLeader { leader: f.leader_id }
+        }
+        Err(e) => MembershipReply::Failed(e.to_string()),
     })
 }
 

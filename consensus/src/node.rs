@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Timings};
 use crate::error::{ProposeError, RequestError, StartError};
 use crate::lease::{self, LeaseHandle, LeaseState};
-use crate::network::{self, HttpClient, Network, ProposeReply, ReadIndexReply};
+use crate::network::{self, HttpClient, MembershipReply, MembershipRequest, Network, ProposeReply, ReadIndexReply};
 use crate::state::{Applied, TopologyState};
 use crate::store::{self, StateMachineStore};
 use crate::types::{Command, Member, MemberId, Response, TypeConfig};
@@ -35,9 +35,9 @@ pub struct ConsensusNode {
     member: Member,
     core: Core,
     local_addr: SocketAddr,
-    server: JoinHandle<()>,
+    server: parking_lot::Mutex<Option<JoinHandle<()>>>,
     lease: LeaseHandle,
-    lease_task: JoinHandle<()>,
+    lease_task: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What the node's facade and its background tasks (the lease renewal)
@@ -68,6 +68,8 @@ pub struct Status {
     pub voters: BTreeSet<MemberId>,
     /// Every member, voters and learners.
     pub members: BTreeMap<MemberId, Member>,
+    /// This member's write lease.
+    pub lease: LeaseState,
 }
 
 /// What a member is doing in the group.
@@ -112,7 +114,14 @@ impl ConsensusNode {
         let core = Core { id, raft, state_machine, client, timings: config.timings, shutdown };
         let lease = LeaseHandle::new();
         let lease_task = tokio::spawn(lease::renew(core.clone(), lease.clone()));
-        let node = ConsensusNode { member: config.member, core, local_addr, server, lease, lease_task };
+        let node = ConsensusNode {
+            member: config.member,
+            core,
+            local_addr,
+            server: parking_lot::Mutex::new(Some(server)),
+            lease,
+            lease_task: parking_lot::Mutex::new(Some(lease_task)),
+        };
 
         let initialized = node.core.raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
         let lowest = initial.keys().next().copied();
@@ -236,42 +245,121 @@ impl ConsensusNode {
             last_log_index: metrics.last_log_index,
             voters: membership.voter_ids().collect(),
             members: membership.nodes().map(|(id, member)| (*id, member.clone())).collect(),
+            lease: self.lease(),
         }
     }
 
     /// Add `member` as a learner (it receives the log but does not vote)
-    /// and wait until it has caught up. Only on the leader.
+    /// and wait until it has caught up. On the leader, or forwarded to it.
     pub async fn add_learner(&self, member: Member) -> Result<(), RequestError> {
-        self.core.raft.add_learner(member.id, member, true).await.map(|_| ()).map_err(membership_error)
+        self.membership(MembershipRequest::AddLearner(member)).await
     }
 
     /// Make `voters` the voting members (joint consensus, handled by
     /// openraft). Every id must already be a member (a learner that caught
-    /// up); members left out are removed from the group. Only on the
-    /// leader.
+    /// up); members left out are removed from the group. On the leader, or
+    /// forwarded to it.
     pub async fn change_membership(&self, voters: BTreeSet<MemberId>) -> Result<(), RequestError> {
-        self.core.raft.change_membership(voters, false).await.map(|_| ()).map_err(membership_error)
+        self.membership(MembershipRequest::ChangeVoters(voters)).await
+    }
+
+    /// `ADD MEMBER`: `member` joins as a learner, catches up, and becomes a
+    /// voter. Adding a member that already votes changes nothing.
+    pub async fn add_member(&self, member: Member) -> Result<(), RequestError> {
+        let id = member.id;
+        if self.status().await.voters.contains(&id) {
+            return Ok(());
+        }
+        self.add_learner(member).await?;
+        let mut voters = self.status().await.voters;
+        voters.insert(id);
+        self.change_membership(voters).await
+    }
+
+    /// `REMOVE MEMBER`: `id` stops voting and leaves the group. Refused
+    /// for the last voter.
+    pub async fn remove_member(&self, id: MemberId) -> Result<(), RequestError> {
+        let status = self.status().await;
+        if !status.members.contains_key(&id) {
+            return Err(RequestError::Refused(format!("member {id} is not in the group")));
+        }
+        let mut voters = status.voters;
+        voters.remove(&id);
+        if voters.is_empty() {
+            return Err(RequestError::Refused(format!("member {id} is the last voter")));
+        }
+        self.change_membership(voters).await
+    }
+
+    /// Run a membership change on the leader: here when this member leads,
+    /// otherwise over HTTP (waiting out an election for up to the
+    /// forwarding timeout).
+    async fn membership(&self, req: MembershipRequest) -> Result<(), RequestError> {
+        // Adding a learner waits for it to catch up: allow longer than a
+        // proposal.
+        let deadline = Instant::now() + self.core.timings.forward_timeout * 4;
+        loop {
+            let leader = self.core.wait_for_leader(deadline).await.ok_or(RequestError::NoLeader)?;
+            if leader.id == self.member.id {
+                let result = match req.clone() {
+                    MembershipRequest::AddLearner(member) => {
+                        self.core.raft.add_learner(member.id, member, true).await.map(|_| ())
+                    }
+                    MembershipRequest::ChangeVoters(voters) => {
+                        self.core.raft.change_membership(voters, false).await.map(|_| ())
+                    }
+                };
+                match result.map_err(membership_error) {
+                    Err(RequestError::NotLeader { .. }) => {}
+                    other => return other,
+                }
+            } else {
+                let timeout = deadline.saturating_duration_since(Instant::now()).max(RETRY_PAUSE);
+                match self.core.client.post(&leader.raft_addr, "/raft/membership", &req, timeout).await {
+                    Ok(MembershipReply::Done) => return Ok(()),
+                    Ok(MembershipReply::NotLeader { .. }) => {}
+                    Ok(MembershipReply::Failed(reason)) => return Err(RequestError::Refused(reason)),
+                    Err(e) if e.not_delivered() => {}
+                    Err(e) => return Err(RequestError::Unreachable(e.into())),
+                }
+            }
+            if self.core.shutdown.is_cancelled() {
+                return Err(RequestError::ShuttingDown);
+            }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(RequestError::NoLeader);
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
     }
 
     /// Stop Raft, stop serving, and release the store (the data directory
-    /// can be opened again once this returns).
-    pub async fn shutdown(self) {
+    /// can be opened again once this returns and the node is dropped).
+    /// Calling it again does nothing.
+    pub async fn shutdown(&self) {
+        if self.core.shutdown.is_cancelled() {
+            return;
+        }
         tracing::info!(member = self.member.id, "consensus node shutting down");
         self.stop().await;
     }
 
-    async fn stop(self) {
+    async fn stop(&self) {
         self.core.shutdown.cancel();
         self.lease.revoke();
-        let mut lease_task = self.lease_task;
-        if tokio::time::timeout(SERVER_DRAIN, &mut lease_task).await.is_err() {
+        let lease_task = self.lease_task.lock().take();
+        if let Some(mut lease_task) = lease_task
+            && tokio::time::timeout(SERVER_DRAIN, &mut lease_task).await.is_err()
+        {
             lease_task.abort();
         }
         if let Err(e) = self.core.raft.shutdown().await {
             tracing::warn!(member = self.member.id, error = %e, "raft did not stop cleanly");
         }
-        let mut server = self.server;
-        if tokio::time::timeout(SERVER_DRAIN, &mut server).await.is_err() {
+        let server = self.server.lock().take();
+        if let Some(mut server) = server
+            && tokio::time::timeout(SERVER_DRAIN, &mut server).await.is_err()
+        {
             server.abort();
         }
     }

@@ -141,6 +141,13 @@ pub enum Change {
     /// Idempotent.
     Resume { shard: Option<String> },
 
+    /// The initial topology of a new cluster, from the bootstrapping
+    /// node's configuration: its changes applied in order, all or nothing.
+    /// Refused once the topology has any shard or node (a cluster is
+    /// initialised once; a second node proposing its own config's topology
+    /// loses harmlessly), and for a nested `Bootstrap`.
+    Bootstrap { changes: Vec<Change> },
+
     /// Record an event (a failover's phase timeline, a drill report) in the
     /// event log. Not itself audited.
     AppendEvent { kind: EventKind, shard: Option<String>, node: Option<String>, summary: String, phases: Vec<Phase> },
@@ -220,6 +227,7 @@ impl fmt::Display for Change {
             Change::Pause { shard: None } => write!(f, "pause"),
             Change::Resume { shard: Some(shard) } => write!(f, "resume shard {shard}"),
             Change::Resume { shard: None } => write!(f, "resume"),
+            Change::Bootstrap { changes } => write!(f, "bootstrap the topology ({} changes)", changes.len()),
             Change::AppendEvent { kind, summary, .. } => write!(f, "record {kind} event: {summary}"),
         }
     }

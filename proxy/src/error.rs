@@ -61,6 +61,11 @@ pub enum Error {
     /// A user without `admin = true` asked for the admin console.
     #[error("permission denied for the admin console: user \"{0}\" is not an admin")]
     AdminDenied(String),
+    /// A cluster node that has not learned any PostgreSQL server yet.
+    #[error("this Meridian node does not know the cluster topology yet; retry shortly")]
+    NoTopology,
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 impl ClientError for Error {
@@ -85,6 +90,8 @@ impl ClientError for Error {
             Error::Backend(e) => e.sqlstate(),
             Error::ServerLost(_) => SqlState::CONNECTION_FAILURE,
             Error::AdminDenied(_) => SqlState::INSUFFICIENT_PRIVILEGE,
+            Error::NoTopology => SqlState::CANNOT_CONNECT_NOW,
+            Error::Cluster(_) => SqlState::INTERNAL_ERROR,
         }
     }
 

@@ -357,7 +357,12 @@ where
 
     let pool_config = shared.pool_config.load_full();
     let topology = shared.topology.borrow().clone();
-    let home = topology.shards[topology.default_shard].primary.map(|p| topology.nodes[p].address.clone());
+    let Some(default) = topology.shards.get(topology.default_shard) else {
+        return Err(Error::NoTopology);
+    };
+    // The default shard's primary; while it has none (a failover), a replica
+    // tells the client what its server looks like.
+    let home = default.primary.or(default.replicas.first().copied()).map(|p| topology.nodes[p].address.clone());
     let key = PoolKey { addr: home.unwrap_or_default(), database: database.clone(), user: user_name.clone() };
     let password = user.backend_password.as_ref().map(|s| s.expose());
     let pool = shared.pools.get(&key, password, &pool_config);

@@ -19,6 +19,7 @@ pub mod backend;
 pub mod cancel;
 pub mod civil_time;
 pub mod clients;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error;

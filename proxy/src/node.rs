@@ -27,6 +27,7 @@ use crate::admin::RouteCounters;
 use crate::auth::{MockSecret, Users};
 use crate::cancel::CancelRegistry;
 use crate::clients::Clients;
+use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError, PoolConfig};
 use crate::error::{Error, write_error};
 use crate::health::{Health, Monitor, ProbeLogin};
@@ -62,6 +63,8 @@ pub struct Shared {
     pub(crate) routes: RouteCounters,
     /// When the node was bound; its uptime in `SHOW STATS`.
     pub(crate) started: tokio::time::Instant,
+    /// This node's Raft membership, when the config has `[cluster]`.
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
 impl Shared {
@@ -92,6 +95,10 @@ impl Node {
         let tls = crate::tls::acceptor(&config.tls)?;
         let listener = TcpListener::bind(config.listen.address).await?;
         let clients = Arc::new(Semaphore::new(config.listen.max_client_connections));
+        let cluster = match &config.cluster {
+            Some(c) => Some(Arc::new(Cluster::start(&config.node.name, &config.node.region, c).await?)),
+            None => None,
+        };
         let (topology, _) = watch::channel(Arc::new(config.topology.clone()));
         let shared = Arc::new(Shared {
             topology,
@@ -110,6 +117,7 @@ impl Node {
             clients: Arc::new(Clients::default()),
             routes: RouteCounters::default(),
             started: tokio::time::Instant::now(),
+            cluster,
         });
         Ok(Node { listener, shared, stop_accepting: CancellationToken::new(), clients })
     }
@@ -129,6 +137,11 @@ impl Node {
         tracker.spawn(maintain_pools(shared.clone(), self.stop_accepting.clone()));
         let monitor = Monitor::new(shared.health.clone(), tracker.clone(), self.stop_accepting.clone());
         tracker.spawn(watch_topology(shared.clone(), monitor, self.stop_accepting.clone()));
+        if let Some(cluster) = &shared.cluster {
+            tracker.spawn(crate::cluster::publish(cluster.clone(), shared.clone(), self.stop_accepting.clone()));
+            let seed = shared.config.load().topology.clone();
+            tracker.spawn(crate::cluster::bootstrap(cluster.clone(), seed, self.stop_accepting.clone()));
+        }
         tracing::info!(address = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting clients");
         loop {
             // cancel safety: accept() and cancelled() are cancel safe.
@@ -176,6 +189,9 @@ impl Node {
             tracker.wait().await;
         }
         shared.pools.close_all();
+        if let Some(cluster) = &shared.cluster {
+            cluster.shutdown().await;
+        }
         tracing::info!("node stopped");
     }
 }
@@ -231,6 +247,14 @@ impl NodeHandle {
         self.shared.users.store(Arc::new(users));
         self.shared.tls.store(Arc::new(tls));
         let mut topology = new.topology.clone();
+        if self.shared.cluster.is_some() {
+            // The topology lives in Raft; only this node's replica policy
+            // comes from its file.
+            topology = Topology {
+                replica_policy: new.topology.replica_policy.clone(),
+                ..(**self.shared.topology.borrow()).clone()
+            };
+        }
         self.shared.topology.send_if_modified(|current| {
             topology.version = current.version;
             if **current == topology {

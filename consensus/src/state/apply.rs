@@ -87,6 +87,10 @@ pub enum CommandError {
     InvalidShardMap { table: String, reason: String },
     #[error("invalid event: {0}")]
     InvalidEvent(String),
+    #[error("the topology is already initialised (version {version})")]
+    AlreadyBootstrapped { version: u64 },
+    #[error("bootstrap change {index} ({change}): {source}")]
+    InvalidBootstrap { index: usize, change: String, source: Box<CommandError> },
 }
 
 /// What a handler decided, before the bookkeeping every change shares.
@@ -140,6 +144,7 @@ impl TopologyState {
             Change::AppendEvent { kind, shard, node, summary, phases } => {
                 append_event(*kind, shard.clone(), node.clone(), summary, phases)
             }
+            Change::Bootstrap { changes } => self.bootstrap(cmd, changes),
         }?;
         let Effect::Changed(event) = effect else {
             return Ok(Applied { version: self.version, changed: false });
@@ -195,6 +200,30 @@ impl TopologyState {
     /// For handlers that have already looked the node up.
     fn node_mut(&mut self, name: &str) -> &mut PgNode {
         self.nodes.get_mut(name).expect("the handler checked that the node exists")
+    }
+
+    /// Apply `changes` to a copy (each audited on its own) and keep the
+    /// copy only if every one was valid. The bootstrap itself then takes
+    /// one more version, so its audit entry is the newest.
+    fn bootstrap(&mut self, cmd: &Command, changes: &[Change]) -> Result<Effect, CommandError> {
+        if !self.shards.is_empty() || !self.nodes.is_empty() {
+            return Err(CommandError::AlreadyBootstrapped { version: self.version });
+        }
+        let mut next = self.clone();
+        for (index, change) in changes.iter().enumerate() {
+            let invalid = |source: CommandError| CommandError::InvalidBootstrap {
+                index,
+                change: change.to_string(),
+                source: Box::new(source),
+            };
+            if matches!(change, Change::Bootstrap { .. }) {
+                return Err(invalid(CommandError::InvalidEvent("a bootstrap cannot nest another".into())));
+            }
+            let step = Command { change: change.clone(), ..cmd.clone() };
+            next.apply(&step).map_err(invalid)?;
+        }
+        *self = next;
+        Ok(Effect::Changed(None))
     }
 
     fn add_region(&mut self, name: &str) -> Result<Effect, CommandError> {

@@ -780,3 +780,50 @@ fn the_state_round_trips_through_json() {
     let json = serde_json::to_string(&state).unwrap();
     assert_eq!(serde_json::from_str::<TopologyState>(&json).unwrap(), state);
 }
+
+// ---- bootstrap ----------------------------------------------------------
+
+fn seed() -> Vec<Change> {
+    vec![
+        create_shard("s1"),
+        create_shard("s2"),
+        add_node("pg1", "s1", Role::Primary),
+        add_node("pg2", "s1", Role::Replica),
+        add_node("pg4", "s2", Role::Primary),
+        hash_table("accounts", &["s1", "s2"]),
+    ]
+}
+
+#[test]
+fn bootstrap_applies_every_change_once() {
+    let mut state = TopologyState::default();
+    let applied = ok(&mut state, Change::Bootstrap { changes: seed() });
+    assert_eq!(applied, Applied { version: seed().len() as u64 + 1, changed: true });
+    assert_eq!(state.shards.len(), 2);
+    assert_eq!(state.shards["s1"].primary.as_deref(), Some("pg1"));
+    assert_eq!(state.shards["s1"].epoch, 1);
+    assert!(state.tables.contains_key("accounts"));
+    assert_eq!(state.default_shard.as_deref(), Some("s1"));
+    // Each seeded change is audited, then the bootstrap itself.
+    assert_eq!(state.audit.len(), seed().len() + 1);
+    assert!(matches!(state.audit.back().map(|a| &a.change), Some(Change::Bootstrap { .. })));
+    assert_eq!(state.version, seed().len() as u64 + 1);
+
+    // A second bootstrap (another node's config) loses harmlessly.
+    let err = refused(&mut state, Change::Bootstrap { changes: vec![create_shard("s9")] });
+    assert!(matches!(err, CommandError::AlreadyBootstrapped { .. }), "{err}");
+}
+
+#[test]
+fn bootstrap_is_all_or_nothing() {
+    let mut state = TopologyState::default();
+    let mut changes = seed();
+    changes.push(add_node("pg9", "nowhere", Role::Replica));
+    let err = refused(&mut state, Change::Bootstrap { changes });
+    let CommandError::InvalidBootstrap { index, source, .. } = err else { panic!("{err}") };
+    assert_eq!(index, seed().len());
+    assert_eq!(*source, CommandError::UnknownShard("nowhere".into()));
+
+    let nested = Change::Bootstrap { changes: vec![Change::Bootstrap { changes: vec![] }] };
+    assert!(matches!(refused(&mut state, nested), CommandError::InvalidBootstrap { index: 0, .. }));
+}

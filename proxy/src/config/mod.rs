@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod cluster;
 mod topology;
+pub use cluster::{ClusterConfig, PeerConfig};
 pub use topology::HealthConfig;
 use topology::{RawHealth, RawTopology};
 
@@ -118,6 +120,7 @@ struct RawConfig {
     health: RawHealth,
     #[serde(default)]
     shutdown: RawShutdown,
+    cluster: Option<cluster::RawCluster>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,8 +239,13 @@ pub struct Config {
     pub users_file: PathBuf,
     pub pool: PoolConfig,
     /// Regions, shards, PostgreSQL nodes, sharding rules: from `[topology]`,
-    /// or the one-shard topology of `[backend] address`.
+    /// or the one-shard topology of `[backend] address`. With `[cluster]`,
+    /// only the seed of a new cluster (and possibly empty: a node that
+    /// joins an existing cluster needs none).
     pub topology: router::topology::Topology,
+    /// `[cluster]`: this node is a member of a Raft group that holds the
+    /// topology.
+    pub cluster: Option<ClusterConfig>,
     pub health: HealthConfig,
     pub shutdown_grace: Duration,
 }
@@ -372,6 +380,7 @@ impl RawConfig {
                     reason: "give either [backend] (one primary) or [topology], not both".into(),
                 });
             }
+            (None, None) if self.cluster.is_some() => topology::empty(&self.node.region),
             (None, None) => {
                 return Err(ConfigError::Invalid {
                     key: "backend",
@@ -380,7 +389,9 @@ impl RawConfig {
             }
         };
         let health = self.health.validate()?;
+        let cluster = self.cluster.map(|c| c.validate(base, address)).transpose()?;
         Ok(Config {
+            cluster,
             node: NodeConfig {
                 name: self.node.name,
                 region: self.node.region,

@@ -197,6 +197,20 @@ pub(super) fn single_primary(address: &str, region: &str) -> Topology {
     }
 }
 
+/// No shards at all: a cluster node that has not learned the topology yet
+/// (its sessions are refused with `57P03` until it has).
+pub(super) fn empty(region: &str) -> Topology {
+    Topology {
+        version: 0,
+        regions: vec![region.to_owned()],
+        shards: vec![],
+        nodes: vec![],
+        tables: vec![],
+        default_shard: 0,
+        replica_policy: single_primary("127.0.0.1:1", region).replica_policy,
+    }
+}
+
 impl RawTopology {
     pub(super) fn validate(self) -> Result<Topology, ConfigError> {
         if self.shard.is_empty() {

@@ -118,6 +118,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 if !need_more {
                     let t = self.st.topology();
+                    if t.nodes.is_empty() {
+                        return Err(Error::NoTopology);
+                    }
                     if self.st.routing(&t) {
                         match self.st.plan(&self.cbuf)? {
                             Plan::NeedMore => need_more = true,
@@ -126,7 +129,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                                 self.client.write_all(&reply).await?;
                                 continue;
                             }
-                            Plan::Server { shard, node, reason, begins } => {
+                            Plan::Server { shard, node, reason, begins, writes } => {
+                                if writes
+                                    && let Some(cluster) = &self.st.shared.cluster
+                                    && cluster.gate().check(&t, shard).is_some()
+                                {
+                                    // Held: routed again on the topology of
+                                    // the moment the gate opens, or refused.
+                                    match cluster.gate().hold(&self.st.shared.topology, &t.shards[shard].name).await {
+                                        Ok(()) => continue,
+                                        Err(e) => self.st.route.planned_error = Some(e),
+                                    }
+                                }
                                 tracing::trace!(shard = %t.shards[shard].name, node = %t.nodes[node].name, %reason, "routed");
                                 self.attach_routed(&t, shard, node, begins).await?;
                             }
@@ -350,7 +364,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // A replica that fails between probes: the read goes to the primary.
             Err(e) if t.nodes[node].role == router::topology::Role::Replica => {
                 tracing::debug!(node = %t.nodes[node].name, error = %e, "replica unavailable; reading from the primary");
-                node = t.shards[shard].primary.unwrap_or_default();
+                node = t.shards[shard].primary.ok_or(e)?;
                 pool = self.st.pool_for(&t.nodes[node].address);
                 checkout_synced(&pool, self.st.id, &self.st.params, connect_timeout(&self.st)).await?
             }

@@ -461,8 +461,7 @@ impl State {
         let mut goodbye = false;
         // With routing, one request at a time between transactions: the
         // next one may belong on another server.
-        let one_request =
-            self.transaction_mode && self.pinned.is_none() && super::route::routing_needed(&self.topology());
+        let one_request = self.routing(&self.topology());
         let mut done = 0;
         for m in it.by_ref() {
             let (at, h) = m?;

@@ -83,7 +83,9 @@ pub(crate) enum Plan {
     /// Attach to this server (of `shard`), then send the request; `begins`
     /// when it runs statements (a held BEGIN goes first), not only
     /// prepares or describes them.
-    Server { shard: ShardId, node: NodeId, reason: String, begins: bool },
+    /// `writes`: it may write on the shard's primary, so it must pass the
+    /// write gate of a cluster node first.
+    Server { shard: ShardId, node: NodeId, reason: String, begins: bool, writes: bool },
     /// A keyless read of a sharded table: run on every shard and merge.
     /// `extended`: it came as Parse/Bind/Execute (else a simple query).
     Fanout { sql: String, shards: Vec<ShardId>, consumed: usize, extended: Option<ExtendedRead> },
@@ -218,7 +220,9 @@ pub(crate) fn pick_node(
     min_lsn: Option<Lsn>,
     reason: String,
 ) -> (NodeId, String, Option<RouteError>) {
-    let primary = t.shards[shard].primary.unwrap_or_default();
+    let Some(primary) = t.shards[shard].primary else {
+        return no_primary(health, t, shard, replica_ok && consistency != Consistency::Primary, min_lsn, reason);
+    };
     if !replica_ok || consistency == Consistency::Primary || t.shards[shard].replicas.is_empty() {
         return (primary, reason, None);
     }
@@ -231,6 +235,29 @@ pub(crate) fn pick_node(
             (primary, reason, Some(e))
         }
     }
+}
+
+/// A shard without a writable primary (fenced during a failover): a
+/// replica-safe read may still use a replica; anything else is refused with
+/// the write gate's retryable error, raised on one of the shard's replicas
+/// (so that a transaction aborts as usual).
+fn no_primary(
+    health: &Health,
+    t: &Topology,
+    shard: ShardId,
+    replica_ok: bool,
+    min_lsn: Option<Lsn>,
+    reason: String,
+) -> (NodeId, String, Option<RouteError>) {
+    if replica_ok
+        && let Choice::Replica { node, reason } =
+            router::replica::choose(&t.replica_policy, &health.candidates(t, shard), min_lsn)
+    {
+        return (node, reason, None);
+    }
+    let e = crate::cluster::gate::refusal(crate::cluster::gate::Closed::NoPrimary, &t.shards[shard].name);
+    let node = t.shards[shard].replicas.first().copied().unwrap_or_default();
+    (node, reason, Some(e))
 }
 
 /// A statement that pins the client to its connection (a WITH HOLD cursor,
@@ -268,6 +295,18 @@ pub(crate) fn validate_startup(settings: &[(String, String)], t: &Topology) -> R
     Ok(())
 }
 
+/// Does `sql` commit a transaction (`COMMIT`, `END`, `COMMIT PREPARED`,
+/// `PREPARE TRANSACTION`)? A writing transaction's commit passes the write
+/// gate like its writes; a `ROLLBACK` always goes through.
+fn is_commit(sql: &str) -> bool {
+    let mut words = router::lex::Lexer::new(sql);
+    match words.next() {
+        Some(w) if w.is_keyword("COMMIT") || w.is_keyword("END") => true,
+        Some(w) if w.is_keyword("PREPARE") => words.next().is_some_and(|w| w.is_keyword("TRANSACTION")),
+        _ => false,
+    }
+}
+
 fn error(code: &'static str, message: String) -> RouteError {
     RouteError { code, message }
 }
@@ -277,9 +316,10 @@ impl State {
         self.shared.topology.borrow().clone()
     }
 
-    /// Is routing in force for this session now?
+    /// Is routing in force for this session now? Always on a cluster
+    /// node: every write passes the write gate, and the primary can move.
     pub(crate) fn routing(&self, t: &Topology) -> bool {
-        self.transaction_mode && self.pinned.is_none() && routing_needed(t)
+        self.transaction_mode && self.pinned.is_none() && (routing_needed(t) || self.shared.cluster.is_some())
     }
 
     fn hint(&self, sql: &str, t: &Topology) -> Result<Option<ShardId>, RouteError> {
@@ -500,7 +540,8 @@ impl State {
         if err.is_some() {
             self.route.planned_error = err;
         }
-        Ok(Plan::Server { shard, node, reason, begins })
+        let writes = decision.writes && self.route.planned_error.is_none();
+        Ok(Plan::Server { shard, node, reason, begins, writes })
     }
 
     /// The server of `shard` for a statement; see [`pick_node`].
@@ -561,7 +602,8 @@ impl State {
         }
         let sql = String::from_utf8_lossy(sql);
         let d = self.decide_query(&sql, &t);
-        self.check_decision(d)
+        let commit = is_commit(&sql);
+        self.check_decision(d, commit)
     }
 
     /// Check a Bind of `sql` with its parameters on the attached connection.
@@ -575,11 +617,20 @@ impl State {
         }
         let params = BindParams::parse(after_names)?;
         let d = self.decide_statement(sql, &params, &t);
-        self.check_decision(d)
+        self.check_decision(d, is_commit(sql))
     }
 
-    fn check_decision(&mut self, d: Decision) -> Option<RouteError> {
+    /// `commit`: the statement ends the transaction with a COMMIT (or
+    /// prepares it for one).
+    fn check_decision(&mut self, d: Decision, commit: bool) -> Option<RouteError> {
         let a = self.route.attached.as_ref()?;
+        if a.role == Role::Primary
+            && (d.writes || (commit && self.route.wrote))
+            && let Some(cluster) = &self.shared.cluster
+            && let Some(closed) = cluster.gate().check(&self.topology(), a.shard)
+        {
+            return Some(crate::cluster::gate::refusal(closed, &a.shard_name));
+        }
         if d.writes && a.role == Role::Primary {
             self.route.wrote = true;
         }

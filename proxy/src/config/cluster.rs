@@ -1,0 +1,167 @@
+//! The `[cluster]` section: how this node takes part in the Raft group that
+//! holds the topology (its member id, where its Raft endpoint listens, where
+//! it keeps its log, who the initial members are, and the timings).
+//!
+//! With `[cluster]`, the `[topology]` (or `[backend]`) section is only the
+//! seed of a new cluster: the first leader proposes it once, and from then
+//! on the topology lives in Raft and changes through the admin console.
+//! Without `[cluster]`, the node runs alone from its config file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, parse_duration};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub(super) struct RawCluster {
+    member_id: u64,
+    /// Where this node's Raft HTTP endpoint listens.
+    raft_listen: String,
+    /// The URL the other members call; default `http://<raft_listen>`.
+    raft_advertise: Option<String>,
+    /// `host:port` clients and admins use to reach this node; default
+    /// `listen.address`.
+    client_advertise: Option<String>,
+    data_dir: PathBuf,
+    #[serde(default = "default_heartbeat")]
+    heartbeat_interval: String,
+    #[serde(default = "default_election_timeout")]
+    election_timeout: String,
+    #[serde(default = "default_write_lease")]
+    write_lease: String,
+    #[serde(default = "default_write_hold")]
+    write_hold: String,
+    #[serde(default)]
+    peer: Vec<RawPeer>,
+}
+
+fn default_heartbeat() -> String {
+    "250ms".into()
+}
+fn default_election_timeout() -> String {
+    "1s".into()
+}
+fn default_write_lease() -> String {
+    "1s".into()
+}
+fn default_write_hold() -> String {
+    "5s".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct RawPeer {
+    id: u64,
+    name: String,
+    region: String,
+    raft_addr: String,
+    client_addr: String,
+}
+
+/// Validated `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub member_id: u64,
+    pub raft_listen: SocketAddr,
+    pub raft_advertise: String,
+    pub client_advertise: String,
+    /// Where the Raft log and snapshots live (`raft.redb`).
+    pub data_dir: PathBuf,
+    pub heartbeat_interval: Duration,
+    /// The shortest election timeout; the longest is twice it.
+    pub election_timeout: Duration,
+    pub write_lease: Duration,
+    /// How long a write waits for this node's write lease (or for its shard
+    /// to have a writable primary) before it is refused.
+    pub write_hold: Duration,
+    /// The voters of a new cluster (this node among them). Used once, when
+    /// the cluster is initialised; ignored after that.
+    pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub id: u64,
+    pub name: String,
+    pub region: String,
+    pub raft_addr: String,
+    pub client_addr: String,
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, reason: reason.into() }
+}
+
+impl RawCluster {
+    pub(super) fn validate(self, base: &Path, listen: SocketAddr) -> Result<ClusterConfig, ConfigError> {
+        let raft_listen = self.raft_listen.parse::<SocketAddr>().map_err(|e| ConfigError::Address {
+            key: "cluster.raft_listen",
+            value: self.raft_listen.clone(),
+            reason: e.to_string(),
+        })?;
+        let raft_advertise = self.raft_advertise.unwrap_or_else(|| format!("http://{raft_listen}"));
+        if !raft_advertise.starts_with("http://") {
+            return Err(ConfigError::Address {
+                key: "cluster.raft_advertise",
+                value: raft_advertise,
+                reason: "expected http://host:port".into(),
+            });
+        }
+        let data_dir = if self.data_dir.is_absolute() { self.data_dir } else { base.join(self.data_dir) };
+        let heartbeat_interval = parse_duration("cluster.heartbeat_interval", &self.heartbeat_interval)?;
+        let election_timeout = parse_duration("cluster.election_timeout", &self.election_timeout)?;
+        let write_lease = parse_duration("cluster.write_lease", &self.write_lease)?;
+        let write_hold = parse_duration("cluster.write_hold", &self.write_hold)?;
+        if heartbeat_interval < Duration::from_millis(10) {
+            return Err(invalid("cluster.heartbeat_interval", "must be at least 10ms"));
+        }
+        if election_timeout < heartbeat_interval * 3 {
+            return Err(invalid("cluster.election_timeout", "must be at least three heartbeat intervals"));
+        }
+        if write_lease <= heartbeat_interval {
+            return Err(invalid("cluster.write_lease", "must be longer than cluster.heartbeat_interval"));
+        }
+        let mut peers = Vec::new();
+        for p in self.peer {
+            if peers.iter().any(|q: &PeerConfig| q.id == p.id) {
+                return Err(invalid("cluster.peer.id", format!("member {} is listed twice", p.id)));
+            }
+            if !p.raft_addr.starts_with("http://") {
+                return Err(ConfigError::Address {
+                    key: "cluster.peer.raft_addr",
+                    value: p.raft_addr,
+                    reason: "expected http://host:port".into(),
+                });
+            }
+            peers.push(PeerConfig {
+                id: p.id,
+                name: p.name,
+                region: p.region,
+                raft_addr: p.raft_addr,
+                client_addr: p.client_addr,
+            });
+        }
+        if !peers.is_empty() && !peers.iter().any(|p| p.id == self.member_id) {
+            return Err(invalid(
+                "cluster.peer",
+                format!("the peers must include this node (member_id = {})", self.member_id),
+            ));
+        }
+        Ok(ClusterConfig {
+            member_id: self.member_id,
+            raft_listen,
+            raft_advertise,
+            client_advertise: self.client_advertise.unwrap_or_else(|| listen.to_string()),
+            data_dir,
+            heartbeat_interval,
+            election_timeout,
+            write_lease,
+            write_hold,
+            peers,
+        })
+    }
+}
