@@ -121,6 +121,14 @@ struct RawConfig {
     #[serde(default)]
     shutdown: RawShutdown,
     cluster: Option<cluster::RawCluster>,
+    http: Option<RawHttp>,
+}
+
+/// `[http]`: the node's HTTP endpoint (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct RawHttp {
+    listen: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,6 +254,9 @@ pub struct Config {
     /// `[cluster]`: this node is a member of a Raft group that holds the
     /// topology.
     pub cluster: Option<ClusterConfig>,
+    /// `[http] listen`: where `/metrics`, `/healthz` and `/readyz` are
+    /// served; `None`: not served. Changes need a restart.
+    pub http_listen: Option<SocketAddr>,
     pub health: HealthConfig,
     pub shutdown_grace: Duration,
 }
@@ -390,8 +401,17 @@ impl RawConfig {
         };
         let health = self.health.validate()?;
         let cluster = self.cluster.map(|c| c.validate(base, address)).transpose()?;
+        let http_listen = match self.http {
+            Some(h) => Some(h.listen.parse::<SocketAddr>().map_err(|e| ConfigError::Address {
+                key: "http.listen",
+                value: h.listen.clone(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
         Ok(Config {
             cluster,
+            http_listen,
             node: NodeConfig {
                 name: self.node.name,
                 region: self.node.region,
