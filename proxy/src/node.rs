@@ -99,7 +99,16 @@ impl Node {
             Some(c) => Some(Arc::new(Cluster::start(&config.node.name, &config.node.region, c).await?)),
             None => None,
         };
-        let (topology, _) = watch::channel(Arc::new(config.topology.clone()));
+        // A cluster node routes only by the committed topology: until it
+        // has learned one, clients are told to retry (57P03). Its config's
+        // topology is only the seed a new cluster starts from.
+        let initial = match &cluster {
+            Some(_) => {
+                Topology { version: 0, shards: vec![], nodes: vec![], tables: vec![], ..config.topology.clone() }
+            }
+            None => config.topology.clone(),
+        };
+        let (topology, _) = watch::channel(Arc::new(initial));
         let shared = Arc::new(Shared {
             topology,
             health: Arc::new(Health::default()),

@@ -11,11 +11,18 @@
 //! statement inside a transaction is not held (the transaction holds locks
 //! on its primary); it is refused at once, and the refusal aborts the
 //! transaction as a PostgreSQL error would.
+//!
+//! The gate also carries `PAUSE`: a new transaction for a paused shard (or
+//! any shard, after a cluster-wide `PAUSE`) waits until `RESUME`, however
+//! long that takes (transactions already running finish normally); only
+//! the node's shutdown ends the wait.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use consensus::LeaseHandle;
+use arc_swap::ArcSwap;
+use consensus::{LeaseHandle, TopologyState};
 use router::route::RouteError;
 use router::topology::Topology;
 use tokio::sync::watch;
@@ -33,6 +40,14 @@ pub const SQLSTATE: &str = "40001";
 pub struct WriteGate {
     lease: LeaseHandle,
     hold: Duration,
+    paused: Arc<ArcSwap<Paused>>,
+}
+
+/// What `PAUSE` holds, as last committed.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Paused {
+    all: bool,
+    shards: BTreeSet<String>,
 }
 
 /// Why the gate is closed for a shard.
@@ -47,7 +62,38 @@ pub enum Closed {
 
 impl WriteGate {
     pub fn new(lease: LeaseHandle, hold: Duration) -> WriteGate {
-        WriteGate { lease, hold }
+        WriteGate { lease, hold, paused: Arc::default() }
+    }
+
+    /// Take `PAUSE`/`RESUME` from a committed topology.
+    pub fn set_paused(&self, state: &TopologyState) {
+        let next = Paused {
+            all: state.paused,
+            shards: state.shards.values().filter(|s| s.paused).map(|s| s.name.clone()).collect(),
+        };
+        if **self.paused.load() != next {
+            tracing::info!(all = next.all, shards = ?next.shards, "pause state changed");
+            self.paused.store(Arc::new(next));
+        }
+    }
+
+    /// Whether new transactions for `shard` must wait.
+    pub fn is_paused(&self, shard: &str) -> bool {
+        let p = self.paused.load();
+        p.all || p.shards.contains(shard)
+    }
+
+    /// Wait until `shard` is resumed. Returns false if `stop` ended the
+    /// wait first.
+    pub async fn wait_resumed(&self, shard: &str, stop: &tokio_util::sync::CancellationToken) -> bool {
+        while self.is_paused(shard) {
+            // cancel safety: sleep and cancelled() are cancel safe.
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = stop.cancelled() => return false,
+            }
+        }
+        true
     }
 
     /// Why writes to `shard` of `t` may not go now; `None` when they may.

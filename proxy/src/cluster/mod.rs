@@ -168,6 +168,7 @@ pub(crate) async fn publish(cluster: Arc<Cluster>, shared: Arc<Shared>, stop: Ca
     let mut rx = cluster.subscribe();
     loop {
         let state = rx.borrow_and_update().clone();
+        cluster.gate.set_paused(&state);
         let policy = shared.config.load().topology.replica_policy.clone();
         shared.topology.send_if_modified(|current| {
             let Some(mut next) = translate::to_router(&state, current.version, policy.clone()) else {

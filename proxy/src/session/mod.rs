@@ -130,6 +130,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                                 continue;
                             }
                             Plan::Server { shard, node, reason, begins, writes } => {
+                                // PAUSE: wait for RESUME, then route on the
+                                // topology of that moment.
+                                if self.wait_if_paused(&t, &[shard]).await? {
+                                    continue;
+                                }
                                 if writes
                                     && let Some(cluster) = &self.st.shared.cluster
                                     && cluster.gate().check(&t, shard).is_some()
@@ -145,6 +150,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                                 self.attach_routed(&t, shard, node, begins).await?;
                             }
                             Plan::Fanout { sql, shards, consumed, extended } => {
+                                if self.wait_if_paused(&t, &shards).await? {
+                                    continue;
+                                }
                                 self.st.shared.routes.fanout();
                                 self.cbuf.advance(consumed);
                                 let reply = self.fanout(&t, &sql, &shards, extended.as_ref()).await?;
@@ -152,6 +160,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                                 continue;
                             }
                             Plan::EveryPrimary { sql, consumed } => {
+                                let every: Vec<usize> = (0..t.shards.len()).collect();
+                                if self.wait_if_paused(&t, &every).await? {
+                                    continue;
+                                }
                                 self.st.shared.routes.every_primary();
                                 self.cbuf.advance(consumed);
                                 let reply = self.everywhere(&t, &sql).await?;
@@ -346,6 +358,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             server.state.applied = self.st.params.desired().clone();
         }
         Ok(())
+    }
+
+    /// On a cluster node, wait while any of `shards` is paused (`PAUSE`).
+    /// True when it waited: the request must be routed again.
+    async fn wait_if_paused(&self, t: &router::topology::Topology, shards: &[usize]) -> Result<bool, Error> {
+        let Some(cluster) = &self.st.shared.cluster else { return Ok(false) };
+        let Some(paused) = shards.iter().map(|&s| &t.shards[s].name).find(|s| cluster.gate().is_paused(s)) else {
+            return Ok(false);
+        };
+        if !cluster.gate().wait_resumed(paused, &self.st.shared.drain).await {
+            return Err(Error::ShuttingDown);
+        }
+        Ok(true)
     }
 
     /// Check out a connection to `node` (of `shard`) for the next request.

@@ -597,13 +597,23 @@ impl State {
             return self.route.planned_error.take();
         }
         let t = self.topology();
-        if !self.routing(&t) {
+        let gated_only = !self.routing(&t);
+        if gated_only && !self.gated_while_pinned() {
             return None;
         }
         let sql = String::from_utf8_lossy(sql);
         let d = self.decide_query(&sql, &t);
         let commit = is_commit(&sql);
+        if gated_only {
+            return self.check_gate(&d, commit);
+        }
         self.check_decision(d, commit)
+    }
+
+    /// A pinned client of a cluster node is not routed any more, but its
+    /// writes still pass the write gate.
+    fn gated_while_pinned(&self) -> bool {
+        self.shared.cluster.is_some() && self.route.attached.is_some()
     }
 
     /// Check a Bind of `sql` with its parameters on the attached connection.
@@ -612,17 +622,21 @@ impl State {
             return self.route.planned_error.take();
         }
         let t = self.topology();
-        if !self.routing(&t) {
+        let gated_only = !self.routing(&t);
+        if gated_only && !self.gated_while_pinned() {
             return None;
         }
         let params = BindParams::parse(after_names)?;
         let d = self.decide_statement(sql, &params, &t);
+        if gated_only {
+            return self.check_gate(&d, is_commit(sql));
+        }
         self.check_decision(d, is_commit(sql))
     }
 
-    /// `commit`: the statement ends the transaction with a COMMIT (or
-    /// prepares it for one).
-    fn check_decision(&mut self, d: Decision, commit: bool) -> Option<RouteError> {
+    /// The write gate for a statement on the attached primary (`commit`:
+    /// the statement commits the transaction); notes a write.
+    fn check_gate(&mut self, d: &Decision, commit: bool) -> Option<RouteError> {
         let a = self.route.attached.as_ref()?;
         if a.role == Role::Primary
             && (d.writes || (commit && self.route.wrote))
@@ -634,6 +648,16 @@ impl State {
         if d.writes && a.role == Role::Primary {
             self.route.wrote = true;
         }
+        None
+    }
+
+    /// `commit`: the statement ends the transaction with a COMMIT (or
+    /// prepares it for one).
+    fn check_decision(&mut self, d: Decision, commit: bool) -> Option<RouteError> {
+        if let Some(refused) = self.check_gate(&d, commit) {
+            return Some(refused);
+        }
+        let a = self.route.attached.as_ref()?;
         match d.action {
             Action::Shard { shard, .. } if shard != a.shard => Some(error(
                 router::route::FEATURE_NOT_SUPPORTED,
