@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Applied, CommandError, EventKind, KeyType, Phase, PolicyChange, Role, ShardMap, ShardPolicy};
+use crate::state::{
+    Applied, CommandError, EventKind, KeyType, Phase, PolicyChange, Role, ShardMap, ShardPolicy, UserRecord,
+};
 
 /// A Meridian node's id in the Raft group. Chosen by the operator (config),
 /// never reused for another node.
@@ -141,6 +143,13 @@ pub enum Change {
     /// Idempotent.
     Resume { shard: Option<String> },
 
+    /// Create or replace a client user. Idempotent. Refused for an invalid
+    /// name, a secret that does not fit its method (a SCRAM-SHA-256
+    /// verifier, an md5 hash, none for trust), and an unknown pool mode.
+    PutUser { user: UserRecord },
+    /// Refused for an unknown user.
+    DropUser { name: String },
+
     /// The initial topology of a new cluster, from the bootstrapping
     /// node's configuration: its changes applied in order, all or nothing.
     /// Refused once the topology has any shard or node (a cluster is
@@ -227,6 +236,14 @@ impl fmt::Display for Change {
             Change::Pause { shard: None } => write!(f, "pause"),
             Change::Resume { shard: Some(shard) } => write!(f, "resume shard {shard}"),
             Change::Resume { shard: None } => write!(f, "resume"),
+            Change::PutUser { user } => {
+                write!(f, "put user {} ({}{})", user.name, user.auth, if user.admin { ", admin" } else { "" })?;
+                if let Some(mode) = &user.pool_mode {
+                    write!(f, " pool_mode {mode}")?;
+                }
+                Ok(())
+            }
+            Change::DropUser { name } => write!(f, "drop user {name}"),
             Change::Bootstrap { changes } => write!(f, "bootstrap the topology ({} changes)", changes.len()),
             Change::AppendEvent { kind, summary, .. } => write!(f, "record {kind} event: {summary}"),
         }

@@ -96,7 +96,7 @@ impl Node {
         let listener = TcpListener::bind(config.listen.address).await?;
         let clients = Arc::new(Semaphore::new(config.listen.max_client_connections));
         let cluster = match &config.cluster {
-            Some(c) => Some(Arc::new(Cluster::start(&config.node.name, &config.node.region, c).await?)),
+            Some(c) => Some(Arc::new(Cluster::start(&config.node.name, &config.node.region, c, users.clone()).await?)),
             None => None,
         };
         // A cluster node routes only by the committed topology: until it
@@ -253,6 +253,10 @@ impl NodeHandle {
             pool.reconfigure(pool_config.clone(), password);
         }
         self.shared.pool_config.store(pool_config);
+        let users = match &self.shared.cluster {
+            Some(cluster) => cluster.users(Some(users)),
+            None => users,
+        };
         self.shared.users.store(Arc::new(users));
         self.shared.tls.store(Arc::new(tls));
         let mut topology = new.topology.clone();

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AUDIT_LOG_LIMIT, AuditEntry, Durability, EVENT_LOG_LIMIT, Event, EventKind, KeyType, KeyValue, NodeState, PgNode,
-    Phase, PolicyChange, RangePart, Role, Shard, ShardMap, ShardPolicy, TopologyState,
+    Phase, PolicyChange, RangePart, Role, Shard, ShardMap, ShardPolicy, TopologyState, UserAuth, UserRecord,
 };
 use crate::types::{Change, Command, Epoch, qualified};
 
@@ -87,6 +87,10 @@ pub enum CommandError {
     InvalidShardMap { table: String, reason: String },
     #[error("invalid event: {0}")]
     InvalidEvent(String),
+    #[error("unknown user {0}")]
+    UnknownUser(String),
+    #[error("invalid user {user}: {reason}")]
+    InvalidUser { user: String, reason: String },
     #[error("the topology is already initialised (version {version})")]
     AlreadyBootstrapped { version: u64 },
     #[error("bootstrap change {index} ({change}): {source}")]
@@ -145,6 +149,8 @@ impl TopologyState {
                 append_event(*kind, shard.clone(), node.clone(), summary, phases)
             }
             Change::Bootstrap { changes } => self.bootstrap(cmd, changes),
+            Change::PutUser { user } => self.put_user(user),
+            Change::DropUser { name } => self.drop_user(name),
         }?;
         let Effect::Changed(event) = effect else {
             return Ok(Applied { version: self.version, changed: false });
@@ -518,6 +524,40 @@ impl TopologyState {
         let key = qualified(schema, table);
         if self.tables.remove(&key).is_none() {
             return Err(CommandError::UnknownTable(key));
+        }
+        Ok(Effect::Changed(None))
+    }
+
+    fn put_user(&mut self, user: &UserRecord) -> Result<Effect, CommandError> {
+        valid_name("user", &user.name)?;
+        let invalid = |reason: &str| CommandError::InvalidUser { user: user.name.clone(), reason: reason.to_owned() };
+        match (user.auth, user.secret.as_deref()) {
+            (UserAuth::Trust, None) => {}
+            (UserAuth::Trust, Some(_)) => return Err(invalid("trust takes no secret")),
+            (UserAuth::ScramSha256, Some(s)) if s.starts_with("SCRAM-SHA-256$") => {}
+            (UserAuth::ScramSha256, _) => return Err(invalid("scram-sha-256 needs a SCRAM-SHA-256 verifier")),
+            (UserAuth::Md5, Some(s))
+                if s.len() == 35
+                    && s.starts_with("md5")
+                    && s[3..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {}
+            (UserAuth::Md5, _) => return Err(invalid("md5 needs \"md5\" and 32 lowercase hex digits")),
+        }
+        if let Some(mode) = &user.pool_mode
+            && mode != "transaction"
+            && mode != "session"
+        {
+            return Err(invalid("pool_mode is transaction or session"));
+        }
+        if self.users.get(&user.name) == Some(user) {
+            return Ok(Effect::Unchanged);
+        }
+        self.users.insert(user.name.clone(), user.clone());
+        Ok(Effect::Changed(None))
+    }
+
+    fn drop_user(&mut self, name: &str) -> Result<Effect, CommandError> {
+        if self.users.remove(name).is_none() {
+            return Err(CommandError::UnknownUser(name.to_owned()));
         }
         Ok(Effect::Changed(None))
     }

@@ -56,6 +56,58 @@ pub struct TopologyState {
     pub audit: VecDeque<AuditEntry>,
     /// Id of the next event; ids are never reused, even once dropped.
     pub next_event_id: u64,
+    /// Client users every node accepts (on top of its users file), by
+    /// name: verifiers, never passwords.
+    #[serde(default)]
+    pub users: BTreeMap<String, UserRecord>,
+}
+
+/// A client user as the cluster knows it. The secret is what a users file
+/// holds (a SCRAM-SHA-256 verifier or an md5 hash), never a password; how
+/// Meridian logs in to PostgreSQL as this user stays in each node's users
+/// file.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    pub auth: UserAuth,
+    /// `SCRAM-SHA-256$...` or `md5...`; `None` with `trust`.
+    pub secret: Option<String>,
+    /// May use the admin console.
+    pub admin: bool,
+    /// `transaction` or `session`; `None`: the node's default.
+    pub pool_mode: Option<String>,
+}
+
+impl fmt::Debug for UserRecord {
+    /// Without the secret: a verifier is enough to impersonate a server.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("name", &self.name)
+            .field("auth", &self.auth)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("admin", &self.admin)
+            .field("pool_mode", &self.pool_mode)
+            .finish()
+    }
+}
+
+/// How a client user proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UserAuth {
+    ScramSha256,
+    Md5,
+    Trust,
+}
+
+impl fmt::Display for UserAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UserAuth::ScramSha256 => "scram-sha-256",
+            UserAuth::Md5 => "md5",
+            UserAuth::Trust => "trust",
+        })
+    }
 }
 
 impl TopologyState {

@@ -827,3 +827,42 @@ fn bootstrap_is_all_or_nothing() {
     let nested = Change::Bootstrap { changes: vec![Change::Bootstrap { changes: vec![] }] };
     assert!(matches!(refused(&mut state, nested), CommandError::InvalidBootstrap { index: 0, .. }));
 }
+
+// ---- users --------------------------------------------------------------
+
+fn user(name: &str, auth: UserAuth, secret: Option<&str>) -> UserRecord {
+    UserRecord { name: name.into(), auth, secret: secret.map(str::to_owned), admin: false, pool_mode: None }
+}
+
+#[test]
+fn users_are_put_replaced_and_dropped() {
+    let mut state = TopologyState::default();
+    let scram = "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy";
+    changed(&mut state, Change::PutUser { user: user("app", UserAuth::ScramSha256, Some(scram)) });
+    unchanged(&mut state, Change::PutUser { user: user("app", UserAuth::ScramSha256, Some(scram)) });
+    let admin = UserRecord { admin: true, ..user("app", UserAuth::Trust, None) };
+    changed(&mut state, Change::PutUser { user: admin.clone() });
+    assert_eq!(state.users["app"], admin);
+    changed(&mut state, Change::DropUser { name: name("app") });
+    assert!(state.users.is_empty());
+    assert_eq!(refused(&mut state, Change::DropUser { name: name("app") }), CommandError::UnknownUser(name("app")));
+}
+
+#[test]
+fn user_secrets_must_fit_their_method_and_never_show() {
+    let mut state = TopologyState::default();
+    for bad in [
+        user("u", UserAuth::Trust, Some("md5")),
+        user("u", UserAuth::ScramSha256, None),
+        user("u", UserAuth::ScramSha256, Some("hunter2")),
+        user("u", UserAuth::Md5, Some("md5XYZ")),
+        UserRecord { pool_mode: Some("statement".into()), ..user("u", UserAuth::Trust, None) },
+    ] {
+        assert!(matches!(refused(&mut state, Change::PutUser { user: bad }), CommandError::InvalidUser { .. }));
+    }
+    let secret = "md5".to_owned() + &"a1".repeat(16);
+    let u = user("u", UserAuth::Md5, Some(&secret));
+    changed(&mut state, Change::PutUser { user: u.clone() });
+    let shown = format!("{} {:?} {:?}", Change::PutUser { user: u.clone() }, u, state.audit.back());
+    assert!(!shown.contains(&secret[3..]), "{shown}");
+}

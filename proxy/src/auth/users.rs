@@ -384,6 +384,38 @@ impl Users {
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
+
+    /// These users (a node's users file) with the cluster's users on top: a
+    /// cluster user replaces a file user of the same name, keeping the
+    /// file's backend password (which never travels through Raft). A record
+    /// whose secret does not parse is left out, with a warning.
+    pub fn with_cluster_users(&self, records: &BTreeMap<String, consensus::state::UserRecord>) -> Users {
+        use consensus::state::UserAuth;
+        let mut by_name = self.by_name.clone();
+        for r in records.values() {
+            let credential = match (r.auth, r.secret.as_deref()) {
+                (UserAuth::Trust, _) => Some(Credential::Trust),
+                (UserAuth::ScramSha256, Some(s)) => s.parse().ok().map(Credential::Scram),
+                (UserAuth::Md5, Some(s)) if md5::is_secret(s) => Some(Credential::Md5(s.to_owned())),
+                _ => None,
+            };
+            let Some(credential) = credential else {
+                tracing::warn!(user = %r.name, "cluster user with an unusable secret left out");
+                continue;
+            };
+            let pool_mode = match r.pool_mode.as_deref() {
+                Some("session") => Some(PoolMode::Session),
+                Some("transaction") => Some(PoolMode::Transaction),
+                _ => None,
+            };
+            let backend_password = self.by_name.get(&r.name).and_then(|u| u.backend_password.clone());
+            by_name.insert(
+                r.name.clone(),
+                User { name: r.name.clone(), credential, backend_password, admin: r.admin, pool_mode },
+            );
+        }
+        Users { by_name }
+    }
 }
 
 /// Replaces serde's `string "<value>"` (as in `invalid type: string "...",

@@ -275,3 +275,34 @@ fn pool_mode_and_auth_method_spellings() {
     assert_eq!(AuthMethod::Md5.to_string(), "md5");
     assert_eq!(AuthMethod::Trust.to_string(), "trust");
 }
+
+#[test]
+fn cluster_users_replace_file_users_but_keep_backend_passwords() {
+    use consensus::state::{UserAuth, UserRecord};
+    let file = parse(&format!(
+        "[[user]]\nname = \"app\"\nsecret = \"{}\"\nbackend_password = \"backend-pw\"\n[[user]]\nname = \"ops\"\nauth = \"trust\"\n",
+        scram_secret()
+    ))
+    .unwrap();
+    let mut records = std::collections::BTreeMap::new();
+    let md5 = "md5".to_owned() + &"0f".repeat(16);
+    let record = |name: &str, auth, secret: Option<&str>, admin| UserRecord {
+        name: name.into(),
+        auth,
+        secret: secret.map(str::to_owned),
+        admin,
+        pool_mode: Some("session".into()),
+    };
+    records.insert("app".to_owned(), record("app", UserAuth::Md5, Some(&md5), true));
+    records.insert("new".to_owned(), record("new", UserAuth::Trust, None, false));
+    records.insert("broken".to_owned(), record("broken", UserAuth::ScramSha256, Some("SCRAM-SHA-256$nope"), false));
+    let merged = file.with_cluster_users(&records);
+    let app = merged.get("app").unwrap();
+    assert_eq!(app.credential, Credential::Md5(md5));
+    assert!(app.admin);
+    assert_eq!(app.pool_mode, Some(PoolMode::Session));
+    assert_eq!(app.backend_password.as_ref().map(|s| s.expose()), Some("backend-pw"));
+    assert_eq!(merged.get("new").unwrap().credential, Credential::Trust);
+    assert!(merged.get("ops").is_some(), "file users stay");
+    assert!(merged.get("broken").is_none(), "an unusable secret is left out");
+}

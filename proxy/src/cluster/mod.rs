@@ -32,6 +32,7 @@ use router::topology::Topology;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Users;
 use crate::config::ClusterConfig;
 use crate::node::Shared;
 pub use gate::WriteGate;
@@ -52,13 +53,21 @@ pub enum ClusterError {
 pub struct Cluster {
     node: ConsensusNode,
     gate: WriteGate,
+    /// The node's own users file, under the cluster's users (see
+    /// [`Users::with_cluster_users`]).
+    file_users: arc_swap::ArcSwap<Users>,
 }
 
 impl Cluster {
     /// Open the Raft log in `cluster.data_dir`, start the member and its
     /// Raft endpoint. A new cluster is initialised by the lowest id among
     /// `cluster.peer`; a restarted member comes back from its log.
-    pub async fn start(node_name: &str, region: &str, c: &ClusterConfig) -> Result<Cluster, ClusterError> {
+    pub async fn start(
+        node_name: &str,
+        region: &str,
+        c: &ClusterConfig,
+        file_users: Users,
+    ) -> Result<Cluster, ClusterError> {
         let member = Member {
             id: c.member_id,
             name: node_name.to_owned(),
@@ -99,7 +108,7 @@ impl Cluster {
         })
         .await?;
         let gate = WriteGate::new(node.lease_handle(), c.write_hold);
-        Ok(Cluster { node, gate })
+        Ok(Cluster { node, gate, file_users: arc_swap::ArcSwap::from_pointee(file_users) })
     }
 
     /// This node as the group knows it.
@@ -156,6 +165,15 @@ impl Cluster {
         self.node.remove_member(id).await
     }
 
+    /// The users this node accepts: its users file (`file`, when it was
+    /// just reloaded) under the cluster's users.
+    pub fn users(&self, file: Option<Users>) -> Users {
+        if let Some(file) = file {
+            self.file_users.store(Arc::new(file));
+        }
+        self.file_users.load().with_cluster_users(&self.state().users)
+    }
+
     /// Stop the Raft member (revoking the lease first).
     pub async fn shutdown(&self) {
         self.node.shutdown().await;
@@ -169,6 +187,10 @@ pub(crate) async fn publish(cluster: Arc<Cluster>, shared: Arc<Shared>, stop: Ca
     loop {
         let state = rx.borrow_and_update().clone();
         cluster.gate.set_paused(&state);
+        let users = cluster.file_users.load().with_cluster_users(&state.users);
+        if **shared.users.load() != users {
+            shared.users.store(Arc::new(users));
+        }
         let policy = shared.config.load().topology.replica_policy.clone();
         shared.topology.send_if_modified(|current| {
             let Some(mut next) = translate::to_router(&state, current.version, policy.clone()) else {
