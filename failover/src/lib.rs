@@ -17,13 +17,17 @@
 //!   Fencing → Promoting → Repointing → Done / Aborted, taking [`Event`]s and
 //!   returning [`Action`]s, with a phase [`Timeline`] for reports.
 //!
+//! - [`postgres`]: the PostgreSQL side of each step (probe, stop the WAL
+//!   receiver, promote, follow a new primary, synchronous standbys), over
+//!   tokio-postgres, tested against real servers.
+//!
 //! The core is pure: no tokio, no I/O, no clock. Time is a [`Millis`] passed
 //! in, so every test is deterministic.
 //!
 //! What is not built yet (issue 4): the runtime on the Raft leader that runs
 //! the probes, feeds the machine and carries out its actions through
-//! `consensus` and tokio-postgres (fence and primary commits, clearing
-//! `primary_conninfo`, `pg_promote()`, re-pointing); the write lease itself;
+//! `consensus` and [`postgres`] (fence and primary commits, then the
+//! steps above);
 //! admin SQL (`FAILOVER`, `SWITCHOVER`, `REJOIN NODE`, `SHOW FAILOVERS`);
 //! drills and their RTO/RPO reports; metrics and a `failover::Config`.
 
@@ -31,6 +35,7 @@ mod health;
 mod machine;
 mod observe;
 mod plan;
+pub mod postgres;
 mod types;
 mod view;
 
