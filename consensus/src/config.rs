@@ -11,7 +11,8 @@ use crate::types::Member;
 #[derive(Debug, Clone)]
 pub struct Config {
     /// This member, as the others will know it. `member.raft_addr` is the
-    /// URL the others call (`http://host:port`); [`Config::listen`] is what
+    /// URL the others call (`http://host:port`, `https://` with
+    /// [`Config::tls`]); [`Config::listen`] is what
     /// this process binds, which may differ (`0.0.0.0:port`).
     pub member: Member,
     /// Where the Raft HTTP endpoint listens.
@@ -23,6 +24,29 @@ pub struct Config {
     /// empty; the others wait to be contacted. Ignored after a restart.
     pub initial_members: Vec<Member>,
     pub timings: Timings,
+    /// Mutual TLS on the Raft endpoint, both ways; `None`: plain HTTP
+    /// (keep the Raft port on a private network then). With TLS,
+    /// `member.raft_addr` and every peer's must be `https://` URLs, and
+    /// without it `http://` ones (checked at start for this member; a peer
+    /// with the wrong scheme cannot be reached).
+    pub tls: Option<RaftTls>,
+}
+
+/// The PEM files of mutual TLS on the Raft endpoint (see the `tls`
+/// module): every member has the same `ca` and its own `cert` and `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftTls {
+    /// The CA certificate(s) that sign every member's certificate: a peer
+    /// (client or server) is accepted only with a certificate they signed.
+    pub ca: PathBuf,
+    /// This member's certificate chain, presented as a server to the
+    /// members calling it and as a client to the members it calls. It must
+    /// name the host of `member.raft_addr` (a DNS name, or an IP address
+    /// SAN), and allow both server and client authentication when it has
+    /// an extended key usage.
+    pub cert: PathBuf,
+    /// The private key of `cert` (PKCS#8, PKCS#1 or SEC1 PEM).
+    pub key: PathBuf,
 }
 
 /// Raft timings. The defaults suit members a few hundred milliseconds of

@@ -57,6 +57,10 @@ pub enum StartError {
     },
     #[error("raft failed to start: {0}")]
     Raft(String),
+    /// The TLS files could not be read or do not fit together, or the
+    /// `raft_addr` scheme does not match the TLS setting.
+    #[error("raft tls: {0}")]
+    Tls(String),
 }
 
 /// Why [`ConsensusNode::propose`](crate::ConsensusNode::propose) gave no
@@ -105,6 +109,11 @@ pub enum RequestError {
     /// is in progress, a learner is not known, ...).
     #[error("raft refused the request: {0}")]
     Refused(String),
+    /// The request was made but did not finish in time (for
+    /// [`compact_log`](crate::ConsensusNode::compact_log): the snapshot was
+    /// not built, or the log not purged, within the given time).
+    #[error("{what} did not happen within {within:?}")]
+    Timeout { what: &'static str, within: std::time::Duration },
     #[error("consensus node is shutting down")]
     ShuttingDown,
 }

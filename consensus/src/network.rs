@@ -1,4 +1,4 @@
-//! Node-to-node RPC over plain HTTP/1.1 with JSON bodies.
+//! Node-to-node RPC over HTTP/1.1 (optionally mutual TLS) with JSON bodies.
 //!
 //! The server side is an axum [`Router`] with one POST route per message:
 //!
@@ -23,12 +23,16 @@
 //! are what is tuned for cross-region round trips), or the forwarding
 //! timeout for `/raft/propose` and `/raft/read_index`.
 //!
-//! Not built yet: mutual TLS. Everything travels in plain HTTP, so run the
-//! Raft port only on a private network until then.
+//! With [`Config::tls`](crate::Config) set, every connection is mutual
+//! TLS (see the `tls` module): the server requires a client certificate
+//! signed by the group's CA, the client checks the server's. Without it,
+//! everything travels in plain HTTP: keep the Raft port on a private
+//! network then.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use http_body_util::{BodyExt, Full};
@@ -49,10 +53,18 @@ use openraft::{LogId, Raft, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::RequestError;
+use crate::tls::Connector;
 use crate::types::{Command, Member, MemberId, Response, TypeConfig};
 
 /// The Raft HTTP routes of one member, served by [`ConsensusNode`](crate::ConsensusNode).
-pub(crate) fn router(raft: Raft<TypeConfig>) -> Router {
+pub(crate) fn router(raft: Raft<TypeConfig>, timings: crate::Timings) -> Router {
+    // A forwarded change must end (done or timed out) before the caller
+    // gives up on the request, which it does after `membership_timeout`
+    // counted from before it found the leader: leave it one forwarding
+    // timeout for that and the round trip.
+    let membership_timeout = crate::node::membership_timeout(&timings).saturating_sub(timings.forward_timeout);
+    let served = Served { raft, membership_timeout };
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
@@ -60,7 +72,21 @@ pub(crate) fn router(raft: Raft<TypeConfig>) -> Router {
         .route("/raft/propose", post(propose))
         .route("/raft/read_index", post(read_index))
         .route("/raft/membership", post(membership))
-        .with_state(raft)
+        .with_state(served)
+}
+
+/// What the routes share: the Raft node (what most of them need, see the
+/// `FromRef`) and how long a forwarded membership change may take.
+#[derive(Clone)]
+struct Served {
+    raft: Raft<TypeConfig>,
+    membership_timeout: Duration,
+}
+
+impl FromRef<Served> for Raft<TypeConfig> {
+    fn from_ref(served: &Served) -> Raft<TypeConfig> {
+        served.raft.clone()
+    }
 }
 
 async fn append(
@@ -136,6 +162,10 @@ pub(crate) enum MembershipRequest {
     AddLearner(Member),
     /// Make exactly these members the voters.
     ChangeVoters(std::collections::BTreeSet<MemberId>),
+    /// Add a learner, wait until it has caught up, make it a voter.
+    AddMember(Member),
+    /// Remove a voter or learner from the group.
+    RemoveMember(MemberId),
 }
 
 /// What the leader answers a forwarded membership change.
@@ -146,16 +176,11 @@ pub(crate) enum MembershipReply {
     Failed(String),
 }
 
-async fn membership(State(raft): State<Raft<TypeConfig>>, Json(req): Json<MembershipRequest>) -> Json<MembershipReply> {
-    let result = match req {
-        MembershipRequest::AddLearner(member) => raft.add_learner(member.id, member, true).await.map(|_| ()),
-        MembershipRequest::ChangeVoters(voters) => raft.change_membership(voters, false).await.map(|_| ()),
-    };
-    Json(match result {
+async fn membership(State(served): State<Served>, Json(req): Json<MembershipRequest>) -> Json<MembershipReply> {
+    Json(match crate::node::change_membership_here(&served.raft, req, served.membership_timeout).await {
         Ok(()) => MembershipReply::Done,
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            MembershipReply::NotLeader { leader: f.leader_id }
-        }
+        Err(RequestError::NotLeader { leader }) => MembershipReply::NotLeader { leader: leader.map(|m| m.id) },
+        Err(RequestError::Refused(reason)) => MembershipReply::Failed(reason),
         Err(e) => MembershipReply::Failed(e.to_string()),
     })
 }
@@ -199,18 +224,23 @@ impl TransportError {
     }
 }
 
-/// A pooled HTTP/1.1 client for Raft RPCs. Cheap to clone.
+/// A pooled HTTP/1.1 client for Raft RPCs, over TLS when configured.
+/// Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
 }
 
 impl HttpClient {
-    pub(crate) fn new() -> HttpClient {
+    /// `tls`: this member's client side of mutual TLS (then only `https://`
+    /// peers can be called), or `None` (only `http://` ones).
+    pub(crate) fn new(tls: Option<Arc<rustls::ClientConfig>>) -> HttpClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(Connector::new(connector, tls));
         HttpClient { client }
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{Raft, ServerState};
+use openraft::{ChangeMembers, Raft, ServerState};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -21,6 +21,7 @@ use crate::lease::{self, LeaseHandle, LeaseState};
 use crate::network::{self, HttpClient, MembershipReply, MembershipRequest, Network, ProposeReply, ReadIndexReply};
 use crate::state::{Applied, TopologyState};
 use crate::store::{self, StateMachineStore};
+use crate::tls;
 use crate::types::{Command, Member, MemberId, Response, TypeConfig};
 
 /// How long to wait before asking again when the leader is changing.
@@ -68,6 +69,11 @@ pub struct Status {
     pub voters: BTreeSet<MemberId>,
     /// Every member, voters and learners.
     pub members: BTreeMap<MemberId, Member>,
+    /// On the leader only (empty elsewhere): every member it replicates to
+    /// (itself excluded), with the index of the last entry that member is
+    /// known to hold. A member removed from the group leaves this map once
+    /// the change is committed: the leader stops contacting it.
+    pub replication: BTreeMap<MemberId, Option<u64>>,
     /// This member's write lease.
     pub lease: LeaseState,
 }
@@ -95,8 +101,19 @@ impl ConsensusNode {
             return Err(StartError::NotAnInitialMember(id));
         }
         let raft_config = Arc::new(config.timings.raft_config()?);
+        let tls = config.tls.as_ref().map(tls::load).transpose()?;
+        let scheme = if tls.is_some() { "https://" } else { "http://" };
+        let setting = if tls.is_some() { "configured" } else { "not configured" };
+        for member in std::iter::once(&config.member).chain(&config.initial_members) {
+            if !member.raft_addr.starts_with(scheme) {
+                return Err(StartError::Tls(format!(
+                    "raft_addr {} (member {}) must start with {scheme} when raft tls is {setting}",
+                    member.raft_addr, member.id
+                )));
+            }
+        }
         let (log, state_machine) = store::open(&config.data_dir).await?;
-        let client = HttpClient::new();
+        let client = HttpClient::new(tls.as_ref().map(|t| t.client.clone()));
         let raft = Raft::new(id, raft_config, Network::new(client.clone()), log, state_machine.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -110,7 +127,14 @@ impl ConsensusNode {
         };
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve_raft(listener, network::router(raft.clone()), shutdown.clone()));
+        let app = network::router(raft.clone(), config.timings);
+        let server = match &tls {
+            Some(tls) => {
+                let listener = tls::TlsListener::new(listener, tls.server.clone());
+                tokio::spawn(serve_raft(listener, app, shutdown.clone()))
+            }
+            None => tokio::spawn(serve_raft(listener, app, shutdown.clone())),
+        };
         let core = Core { id, raft, state_machine, client, timings: config.timings, shutdown };
         let lease = LeaseHandle::new();
         let lease_task = tokio::spawn(lease::renew(core.clone(), lease.clone()));
@@ -160,7 +184,17 @@ impl ConsensusNode {
         loop {
             let leader = self.core.wait_for_leader(deadline).await.ok_or(ProposeError::NoLeader)?;
             if leader.id == self.member.id {
-                match self.core.raft.client_write(cmd.clone()).await {
+                // A leader that stops leading (removed from the group, cut
+                // off) may never answer an entry it appended: give up at
+                // the deadline, outcome unknown.
+                let until = deadline.max(Instant::now() + RETRY_PAUSE);
+                let written = match tokio::time::timeout_at(until, self.core.raft.client_write(cmd.clone())).await {
+                    Ok(written) => written,
+                    Err(_) => {
+                        return Err(ProposeError::OutcomeUnknown("raft did not commit the proposal in time".into()));
+                    }
+                };
+                match written {
                     Ok(written) => return applied(written.data),
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
                     Err(RaftError::APIError(e @ ClientWriteError::ChangeMembershipError(_))) => {
@@ -245,8 +279,41 @@ impl ConsensusNode {
             last_log_index: metrics.last_log_index,
             voters: membership.voter_ids().collect(),
             members: membership.nodes().map(|(id, member)| (*id, member.clone())).collect(),
+            replication: metrics
+                .replication
+                .iter()
+                .flatten()
+                .filter(|(member, _)| **member != metrics.id)
+                .map(|(member, matched)| (*member, matched.map(|id| id.index)))
+                .collect(),
             lease: self.lease(),
         }
+    }
+
+    /// Compact this member's log now: build a snapshot of the applied
+    /// topology and drop the log entries it covers. Returns the index of
+    /// the last entry in the snapshot (`None`: nothing applied yet, nothing
+    /// to compact). openraft does this on its own every 5000 entries
+    /// (keeping the last 1000); this is for operators and tests.
+    ///
+    /// A leader may hold the purge back while a follower is still being
+    /// sent those entries; a follower that lags behind the purged log gets
+    /// the snapshot instead.
+    pub async fn compact_log(&self, within: Duration) -> Result<Option<u64>, RequestError> {
+        let Some(applied) = self.core.raft.metrics().borrow().last_applied else {
+            return Ok(None);
+        };
+        let fatal = |_| RequestError::ShuttingDown;
+        self.core.raft.trigger().snapshot().await.map_err(fatal)?;
+        let wait = self.core.raft.wait(Some(within));
+        wait.metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied.index), "snapshot built")
+            .await
+            .map_err(|_| RequestError::Timeout { what: "building the snapshot", within })?;
+        self.core.raft.trigger().purge_log(applied.index).await.map_err(fatal)?;
+        wait.metrics(|m| m.purged.is_some_and(|p| p.index >= applied.index), "log purged")
+            .await
+            .map_err(|_| RequestError::Timeout { what: "purging the log", within })?;
+        Ok(Some(applied.index))
     }
 
     /// Add `member` as a learner (it receives the log but does not vote)
@@ -264,31 +331,29 @@ impl ConsensusNode {
     }
 
     /// `ADD MEMBER`: `member` joins as a learner, catches up, and becomes a
-    /// voter. Adding a member that already votes changes nothing.
+    /// voter. Adding a member that already votes changes nothing. Decided
+    /// on the leader (forwarded to it), from the leader's membership, so a
+    /// follower's stale view cannot drop another member.
+    ///
+    /// A member that does not catch up in time (unreachable, or refused by
+    /// mutual TLS) stays a learner, which the leader keeps trying to reach:
+    /// [`remove_member`](ConsensusNode::remove_member) it.
     pub async fn add_member(&self, member: Member) -> Result<(), RequestError> {
-        let id = member.id;
-        if self.status().await.voters.contains(&id) {
-            return Ok(());
-        }
-        self.add_learner(member).await?;
-        let mut voters = self.status().await.voters;
-        voters.insert(id);
-        self.change_membership(voters).await
+        self.membership(MembershipRequest::AddMember(member)).await
     }
 
     /// `REMOVE MEMBER`: `id` stops voting and leaves the group. Refused
-    /// for the last voter.
+    /// for a member not in the group and for the last voter. Decided on
+    /// the leader (forwarded to it). A member may remove itself; the
+    /// leader may be removed (it steps down once the change is committed,
+    /// and the others elect a new one).
+    ///
+    /// The removed member's process keeps running until it is shut down,
+    /// but nobody contacts it any more: it no longer receives the log, and
+    /// as it is not a voter in the last membership it saw, it never calls
+    /// an election.
     pub async fn remove_member(&self, id: MemberId) -> Result<(), RequestError> {
-        let status = self.status().await;
-        if !status.members.contains_key(&id) {
-            return Err(RequestError::Refused(format!("member {id} is not in the group")));
-        }
-        let mut voters = status.voters;
-        voters.remove(&id);
-        if voters.is_empty() {
-            return Err(RequestError::Refused(format!("member {id} is the last voter")));
-        }
-        self.change_membership(voters).await
+        self.membership(MembershipRequest::RemoveMember(id)).await
     }
 
     /// Run a membership change on the leader: here when this member leads,
@@ -297,19 +362,12 @@ impl ConsensusNode {
     async fn membership(&self, req: MembershipRequest) -> Result<(), RequestError> {
         // Adding a learner waits for it to catch up: allow longer than a
         // proposal.
-        let deadline = Instant::now() + self.core.timings.forward_timeout * 4;
+        let deadline = Instant::now() + membership_timeout(&self.core.timings);
         loop {
             let leader = self.core.wait_for_leader(deadline).await.ok_or(RequestError::NoLeader)?;
             if leader.id == self.member.id {
-                let result = match req.clone() {
-                    MembershipRequest::AddLearner(member) => {
-                        self.core.raft.add_learner(member.id, member, true).await.map(|_| ())
-                    }
-                    MembershipRequest::ChangeVoters(voters) => {
-                        self.core.raft.change_membership(voters, false).await.map(|_| ())
-                    }
-                };
-                match result.map_err(membership_error) {
+                let within = deadline.saturating_duration_since(Instant::now());
+                match change_membership_here(&self.core.raft, req.clone(), within).await {
                     Err(RequestError::NotLeader { .. }) => {}
                     other => return other,
                 }
@@ -362,6 +420,18 @@ impl ConsensusNode {
         {
             server.abort();
         }
+        // openraft's shutdown returns before all its tasks have ended (the
+        // state machine worker, replication streams, storage calls on the
+        // blocking pool): each still holds the database until it does. Wait
+        // for them, so a restart in the same process can open it again.
+        let deadline = Instant::now() + SERVER_DRAIN;
+        while !self.core.state_machine.is_last_handle() {
+            if Instant::now() >= deadline {
+                tracing::warn!(member = self.member.id, "raft tasks still hold the store after shutdown");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -376,10 +446,16 @@ impl Core {
             let leader = self.wait_for_leader(deadline).await.ok_or(RequestError::NoLeader)?;
             let mut last_error: Option<RequestError> = None;
             if leader.id == self.id {
-                match self.raft.ensure_linearizable().await {
-                    Ok(_) => return Ok(self.state_machine.topology()),
-                    Err(RaftError::APIError(e)) => last_error = Some(RequestError::Refused(e.to_string())),
-                    Err(RaftError::Fatal(_)) => return Err(RequestError::ShuttingDown),
+                let until = deadline.max(Instant::now() + RETRY_PAUSE);
+                match tokio::time::timeout_at(until, self.raft.ensure_linearizable()).await {
+                    Ok(Ok(_)) => return Ok(self.state_machine.topology()),
+                    Ok(Err(RaftError::APIError(e))) => last_error = Some(RequestError::Refused(e.to_string())),
+                    Ok(Err(RaftError::Fatal(_))) => return Err(RequestError::ShuttingDown),
+                    Err(_) => {
+                        let within = self.timings.forward_timeout;
+                        last_error =
+                            Some(RequestError::Timeout { what: "confirming leadership with a quorum", within });
+                    }
                 }
             } else {
                 let timeout = deadline.saturating_duration_since(Instant::now()).max(RETRY_PAUSE);
@@ -443,8 +519,104 @@ fn membership_error(e: RaftError<MemberId, ClientWriteError<MemberId, Member>>) 
     }
 }
 
+/// How long a membership change may take, learner catch-up included.
+pub(crate) fn membership_timeout(timings: &Timings) -> Duration {
+    timings.forward_timeout * 4
+}
+
+/// Make a membership change on this member, which should be the leader
+/// ([`RequestError::NotLeader`] if it is not, or stops being it): what
+/// `/raft/membership` and a leader's own membership calls run. Read-modify
+/// steps (is it a voter already? the last one?) read the leader's own
+/// membership, never a follower's.
+pub(crate) async fn change_membership_here(
+    raft: &Raft<TypeConfig>,
+    req: MembershipRequest,
+    within: Duration,
+) -> Result<(), RequestError> {
+    // A change waits for its commit, which never comes on a leader cut off
+    // from the quorum: give up after `within` (the change may still be
+    // committed later).
+    // The learner's catch-up gets three quarters of it, so that its own,
+    // more telling, timeout comes first.
+    let catch_up = within - within / 4;
+    match tokio::time::timeout(within, change_membership_unbounded(raft, req, catch_up)).await {
+        Ok(result) => result,
+        Err(_) => Err(RequestError::Timeout { what: "the membership change (it may still be committed)", within }),
+    }
+}
+
+async fn change_membership_unbounded(
+    raft: &Raft<TypeConfig>,
+    req: MembershipRequest,
+    catch_up: Duration,
+) -> Result<(), RequestError> {
+    let membership = || raft.metrics().borrow().membership_config.membership().clone();
+    match req {
+        MembershipRequest::AddLearner(member) => add_learner_here(raft, member, catch_up).await,
+        MembershipRequest::ChangeVoters(voters) => {
+            raft.change_membership(voters, false).await.map(|_| ()).map_err(membership_error)
+        }
+        MembershipRequest::AddMember(member) => {
+            let id = member.id;
+            if membership().voter_ids().any(|v| v == id) {
+                return Ok(());
+            }
+            add_learner_here(raft, member, catch_up).await?;
+            let add = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+            raft.change_membership(add, false).await.map(|_| ()).map_err(membership_error)
+        }
+        MembershipRequest::RemoveMember(id) => {
+            let current = membership();
+            if current.get_node(&id).is_none() {
+                return Err(RequestError::Refused(format!("member {id} is not in the group")));
+            }
+            let voters: BTreeSet<MemberId> = current.voter_ids().collect();
+            if voters.contains(&id) {
+                if voters.len() == 1 {
+                    return Err(RequestError::Refused(format!("member {id} is the last voter")));
+                }
+                // Not retained as a learner: it leaves the group at once.
+                let remove = ChangeMembers::RemoveVoters(BTreeSet::from([id]));
+                raft.change_membership(remove, false).await.map_err(membership_error)?;
+            }
+            if membership().get_node(&id).is_some() {
+                let remove = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+                raft.change_membership(remove, false).await.map_err(membership_error)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Add `member` as a learner and wait (up to `within`) until the leader
+/// has replicated to it the membership entry that added it.
+async fn add_learner_here(raft: &Raft<TypeConfig>, member: Member, within: Duration) -> Result<(), RequestError> {
+    let id = member.id;
+    let added = raft.add_learner(id, member, false).await.map_err(membership_error)?;
+    let target = added.log_id.index;
+    let caught_up = raft
+        .wait(Some(within))
+        .metrics(
+            |m| {
+                let matched = m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten());
+                m.state != ServerState::Leader || matched.is_some_and(|l| l.index >= target)
+            },
+            "learner caught up",
+        )
+        .await
+        .map_err(|_| RequestError::Timeout { what: "the new member catching up", within })?;
+    if caught_up.state != ServerState::Leader {
+        return Err(RequestError::NotLeader { leader: None });
+    }
+    Ok(())
+}
+
 /// Serve the Raft HTTP routes until `shutdown` is cancelled.
-async fn serve_raft(listener: tokio::net::TcpListener, app: axum::Router, shutdown: CancellationToken) {
+async fn serve_raft<L>(listener: L, app: axum::Router, shutdown: CancellationToken)
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
     let addr = listener.local_addr().ok();
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
         tracing::error!(?addr, error = %e, "raft http server failed");

@@ -143,6 +143,11 @@ pub enum Change {
     /// Idempotent.
     Resume { shard: Option<String> },
 
+    /// Member `member` can (or cannot) reach PostgreSQL node `node` now.
+    /// Idempotent; not audited (it is observation, not a decision). Refused
+    /// for an unknown node.
+    ReportReach { member: MemberId, node: String, reachable: bool },
+
     /// Create or replace a client user. Idempotent. Refused for an invalid
     /// name, a secret that does not fit its method (a SCRAM-SHA-256
     /// verifier, an md5 hash, none for trust), and an unknown pool mode.
@@ -236,6 +241,9 @@ impl fmt::Display for Change {
             Change::Pause { shard: None } => write!(f, "pause"),
             Change::Resume { shard: Some(shard) } => write!(f, "resume shard {shard}"),
             Change::Resume { shard: None } => write!(f, "resume"),
+            Change::ReportReach { member, node, reachable } => {
+                write!(f, "member {member} {} node {node}", if *reachable { "reaches" } else { "cannot reach" })
+            }
             Change::PutUser { user } => {
                 write!(f, "put user {} ({}{})", user.name, user.auth, if user.admin { ", admin" } else { "" })?;
                 if let Some(mode) = &user.pool_mode {

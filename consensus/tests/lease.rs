@@ -119,6 +119,7 @@ async fn a_write_lease_not_longer_than_the_heartbeat_is_refused() -> Result<()> 
         data_dir: dir.path().to_owned(),
         initial_members: vec![member],
         timings: Timings { write_lease: Duration::from_millis(100), ..timings() },
+        tls: None,
     };
     match ConsensusNode::start(config).await {
         Err(consensus::StartError::Timings(reason)) => assert!(reason.contains("write_lease"), "{reason}"),

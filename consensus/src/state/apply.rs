@@ -150,6 +150,7 @@ impl TopologyState {
             }
             Change::Bootstrap { changes } => self.bootstrap(cmd, changes),
             Change::PutUser { user } => self.put_user(user),
+            Change::ReportReach { member, node, reachable } => self.report_reach(*member, node, *reachable),
             Change::DropUser { name } => self.drop_user(name),
         }?;
         let Effect::Changed(event) = effect else {
@@ -159,7 +160,7 @@ impl TopologyState {
         if let Some(draft) = event {
             self.record_event(cmd, draft);
         }
-        if !matches!(cmd.change, Change::AppendEvent { .. }) {
+        if !matches!(cmd.change, Change::AppendEvent { .. } | Change::ReportReach { .. }) {
             push_bounded(
                 &mut self.audit,
                 AuditEntry {
@@ -368,6 +369,7 @@ impl TopologyState {
             return Err(CommandError::NodeIsPrimary { node: name.to_owned(), shard: shard.name.clone() });
         }
         self.nodes.remove(name);
+        self.reach.remove(name);
         Ok(Effect::Changed(None))
     }
 
@@ -525,6 +527,16 @@ impl TopologyState {
         if self.tables.remove(&key).is_none() {
             return Err(CommandError::UnknownTable(key));
         }
+        Ok(Effect::Changed(None))
+    }
+
+    fn report_reach(&mut self, member: u64, node: &str, reachable: bool) -> Result<Effect, CommandError> {
+        self.node(node)?;
+        let reports = self.reach.entry(node.to_owned()).or_default();
+        if reports.get(&member) == Some(&reachable) {
+            return Ok(Effect::Unchanged);
+        }
+        reports.insert(member, reachable);
         Ok(Effect::Changed(None))
     }
 

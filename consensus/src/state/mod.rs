@@ -60,6 +60,12 @@ pub struct TopologyState {
     /// name: verifiers, never passwords.
     #[serde(default)]
     pub users: BTreeMap<String, UserRecord>,
+    /// What each Meridian member last reported about reaching each
+    /// PostgreSQL node: by node name, then member id; `true` = reachable.
+    /// The failure detector on the Raft leader reads it (a primary is dead
+    /// only when a majority of members cannot reach it for long enough).
+    #[serde(default)]
+    pub reach: BTreeMap<String, BTreeMap<u64, bool>>,
 }
 
 /// A client user as the cluster knows it. The secret is what a users file

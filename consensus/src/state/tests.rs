@@ -866,3 +866,26 @@ fn user_secrets_must_fit_their_method_and_never_show() {
     let shown = format!("{} {:?} {:?}", Change::PutUser { user: u.clone() }, u, state.audit.back());
     assert!(!shown.contains(&secret[3..]), "{shown}");
 }
+
+// ---- reachability reports -------------------------------------------------
+
+#[test]
+fn reach_reports_are_kept_per_member_and_not_audited() {
+    let mut state = cluster();
+    let audited = state.audit.len();
+    let report = |member, reachable| Change::ReportReach { member, node: name("pg1"), reachable };
+    changed(&mut state, report(1, false));
+    unchanged(&mut state, report(1, false));
+    changed(&mut state, report(2, false));
+    changed(&mut state, report(1, true));
+    assert_eq!(state.reach["pg1"], [(1, true), (2, false)].into_iter().collect());
+    assert_eq!(state.audit.len(), audited, "observations are not audited");
+    assert_eq!(
+        refused(&mut state, Change::ReportReach { member: 1, node: name("nope"), reachable: true }),
+        CommandError::UnknownNode(name("nope"))
+    );
+    changed(&mut state, Change::RemoveNode { name: name("pg2") });
+    changed(&mut state, Change::ReportReach { member: 1, node: name("pg3"), reachable: true });
+    changed(&mut state, Change::RemoveNode { name: name("pg3") });
+    assert!(!state.reach.contains_key("pg3"), "a removed node's reports go with it");
+}

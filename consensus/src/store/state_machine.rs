@@ -79,6 +79,14 @@ impl fmt::Debug for StateMachineStore {
 }
 
 impl StateMachineStore {
+    /// Whether this is the last handle on the store: no other clone of the
+    /// state machine, no log store, and no storage task still holds the
+    /// database. Once it is, dropping this handle closes the database file
+    /// (so it can be opened again).
+    pub(crate) fn is_last_handle(&self) -> bool {
+        Arc::strong_count(&self.inner) == 1 && Arc::strong_count(&self.inner.db) == 1
+    }
+
     pub(super) fn new(db: Arc<Database>, snapshot: Option<StoredSnapshot>) -> StateMachineStore {
         let (applied, current) = match snapshot {
             Some(StoredSnapshot { meta, data, state }) => (

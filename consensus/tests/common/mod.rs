@@ -4,10 +4,11 @@
 #![allow(dead_code)] // each test file uses its own part
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use consensus::{Change, Command, ConsensusNode, Member, MemberId, RaftRole, Timings};
+use consensus::{Change, Command, ConsensusNode, Member, MemberId, RaftRole, RaftTls, Timings};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
@@ -21,25 +22,52 @@ pub struct Cluster {
     dirs: Vec<TempDir>,
     pub nodes: Vec<Option<ConsensusNode>>,
     timings: Timings,
+    /// How many of `members` (the first ones) founded the group; the others
+    /// joined later and start with no initial members.
+    founders: usize,
+    client_port_base: u16,
+    /// Mutual TLS: the PEM files of member `id` (see `tls_files`); `None`:
+    /// plain HTTP.
+    tls: Option<PathBuf>,
+}
+
+/// Where a TLS test keeps member `id`'s files under `dir`: the CA
+/// certificate, the member's certificate and key.
+pub fn tls_files(dir: &Path, id: MemberId) -> RaftTls {
+    RaftTls {
+        ca: dir.join("ca.pem"),
+        cert: dir.join(format!("member-{id}.pem")),
+        key: dir.join(format!("member-{id}.key")),
+    }
 }
 
 impl Cluster {
     /// `n` members on free ports with `timings`; client addresses from
     /// `client_port_base` (never listened on here).
     pub async fn start(n: u64, timings: Timings, client_port_base: u16) -> Result<Cluster> {
-        let mut cluster =
-            Cluster { members: Vec::new(), listens: Vec::new(), dirs: Vec::new(), nodes: Vec::new(), timings };
-        for id in 1..=n {
-            let port = free_port()?;
-            cluster.members.push(Member {
-                id,
-                name: format!("meridian-{id}"),
-                region: ["eu", "us", "ap"][(id as usize - 1) % 3].into(),
-                raft_addr: format!("http://127.0.0.1:{port}"),
-                client_addr: format!("127.0.0.1:{}", u64::from(client_port_base) + id),
-            });
-            cluster.listens.push(SocketAddr::from(([127, 0, 0, 1], port)));
-            cluster.dirs.push(TempDir::new()?);
+        Cluster::start_with(n, timings, client_port_base, None).await
+    }
+
+    /// As [`Cluster::start`], over mutual TLS with the files in `tls_dir`
+    /// (see [`tls_files`]): `https://` addresses.
+    pub async fn start_with(
+        n: u64,
+        timings: Timings,
+        client_port_base: u16,
+        tls_dir: Option<PathBuf>,
+    ) -> Result<Cluster> {
+        let mut cluster = Cluster {
+            members: Vec::new(),
+            listens: Vec::new(),
+            dirs: Vec::new(),
+            nodes: Vec::new(),
+            timings,
+            founders: n as usize,
+            client_port_base,
+            tls: tls_dir,
+        };
+        for _ in 0..n {
+            cluster.new_member()?;
         }
         for i in 0..n as usize {
             let node = cluster.start_node(i).await?;
@@ -48,15 +76,51 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The next member's record, port and directory (not started).
+    fn new_member(&mut self) -> Result<MemberId> {
+        let id = self.members.len() as u64 + 1;
+        let port = free_port()?;
+        self.members.push(Member {
+            id,
+            name: format!("meridian-{id}"),
+            region: ["eu", "us", "ap"][(id as usize - 1) % 3].into(),
+            raft_addr: format!("{}://127.0.0.1:{port}", if self.tls.is_some() { "https" } else { "http" }),
+            client_addr: format!("127.0.0.1:{}", u64::from(self.client_port_base) + id),
+        });
+        self.listens.push(SocketAddr::from(([127, 0, 0, 1], port)));
+        self.dirs.push(TempDir::new()?);
+        Ok(id)
+    }
+
+    /// Start one more member with no initial members: it waits to be
+    /// added (`add_member`) by the group.
+    pub async fn start_joiner(&mut self) -> Result<MemberId> {
+        let id = self.new_member()?;
+        let node = self.start_node(id as usize - 1).await?;
+        self.nodes.push(Some(node));
+        Ok(id)
+    }
+
     pub async fn start_node(&self, i: usize) -> Result<ConsensusNode> {
+        let initial_members = if i < self.founders { self.members[..self.founders].to_vec() } else { Vec::new() };
         let config = consensus::Config {
             member: self.members[i].clone(),
             listen: self.listens[i],
             data_dir: self.dirs[i].path().to_owned(),
-            initial_members: self.members.clone(),
+            initial_members,
             timings: self.timings,
+            tls: self.tls.as_deref().map(|dir| tls_files(dir, i as u64 + 1)),
         };
         Ok(ConsensusNode::start(config).await?)
+    }
+
+    pub fn member(&self, id: MemberId) -> &Member {
+        &self.members[id as usize - 1]
+    }
+
+    /// Where member `id` keeps its Raft database.
+    pub fn data_dir(&self, id: MemberId) -> &Path {
+        self.dirs[id as usize - 1].path()
     }
 
     pub fn node(&self, id: MemberId) -> &ConsensusNode {

@@ -105,6 +105,7 @@ impl Cluster {
             data_dir: c.data_dir.clone(),
             initial_members,
             timings,
+            tls: None,
         })
         .await?;
         let gate = WriteGate::new(node.lease_handle(), c.write_hold);
@@ -200,6 +201,7 @@ pub(crate) async fn publish(cluster: Arc<Cluster>, shared: Arc<Shared>, stop: Ca
                 return false;
             }
             next.version = current.version + 1;
+            tracing::debug!(version = next.version, raft_version = state.version, "topology published");
             *current = Arc::new(next);
             true
         });
