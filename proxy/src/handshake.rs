@@ -379,7 +379,14 @@ where
     let timeout = pool_config.connect_timeout;
     let first = match pool.welcome() {
         Some(welcome) if transaction_mode => match pool.checkout_now(id).await {
-            Some(conn) => Ok(crate::session::sync_settings(&pool, id, &client_params, timeout, conn?).await?),
+            Some(Ok(conn)) => Ok(crate::session::sync_settings(&pool, id, &client_params, timeout, conn).await?),
+            // Busy, or the server is down (a failover may be under way): the
+            // login does not depend on it; the first statement is routed
+            // on the topology of that moment.
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "home server unavailable at login; using its last welcome");
+                Err(welcome)
+            }
             None => Err(welcome),
         },
         _ => Ok(crate::session::checkout_synced(&pool, id, &client_params, timeout).await?),

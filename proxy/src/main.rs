@@ -68,6 +68,7 @@ fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     };
     runtime.block_on(async {
         let node = proxy::Node::bind(config).await?;
+        node.set_config_path(config_path.clone());
         let stop = CancellationToken::new();
         let signals = tokio::spawn(proxy::signals::handle_signals(node.handle(), config_path, stop.clone()));
         node.serve().await;

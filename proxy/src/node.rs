@@ -65,17 +65,30 @@ pub struct Shared {
     pub(crate) started: tokio::time::Instant,
     /// This node's Raft membership, when the config has `[cluster]`.
     pub(crate) cluster: Option<Arc<Cluster>>,
+    /// What only `/metrics` needs (statement latency histograms).
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// The file the node's configuration came from, for the admin
+    /// console's `RELOAD`; unset when it was built in memory (tests, demo).
+    pub(crate) config_path: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl Shared {
     pub(crate) fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// Apply `new` as [`NodeHandle::reload`] does (the admin console's
+    /// `RELOAD`); reload does not use the handle's stop token.
+    pub(crate) fn reload(self: &Arc<Self>, new: Config) -> Result<(), ConfigError> {
+        NodeHandle { shared: self.clone(), stop_accepting: CancellationToken::new() }.reload(new)
+    }
 }
 
 /// A bound, not yet serving node.
 pub struct Node {
     listener: TcpListener,
+    /// `[http] listen`: `/metrics`, `/healthz`, `/readyz`.
+    http: Option<TcpListener>,
     shared: Arc<Shared>,
     stop_accepting: CancellationToken,
     clients: Arc<Semaphore>,
@@ -94,6 +107,10 @@ impl Node {
         let users = Users::load(&config.users_file).map_err(ConfigError::from)?;
         let tls = crate::tls::acceptor(&config.tls)?;
         let listener = TcpListener::bind(config.listen.address).await?;
+        let http = match config.http_listen {
+            Some(addr) => Some(crate::http::bind(addr).await?),
+            None => None,
+        };
         let clients = Arc::new(Semaphore::new(config.listen.max_client_connections));
         let cluster = match &config.cluster {
             Some(c) => Some(Arc::new(Cluster::start(&config.node.name, &config.node.region, c, users.clone()).await?)),
@@ -127,12 +144,25 @@ impl Node {
             routes: RouteCounters::default(),
             started: tokio::time::Instant::now(),
             cluster,
+            metrics: crate::metrics::Metrics::default(),
+            config_path: std::sync::OnceLock::new(),
         });
-        Ok(Node { listener, shared, stop_accepting: CancellationToken::new(), clients })
+        Ok(Node { listener, http, shared, stop_accepting: CancellationToken::new(), clients })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Remember the file the configuration came from, so that the admin
+    /// console's `RELOAD` can read it again. Only the first call counts.
+    pub fn set_config_path(&self, path: std::path::PathBuf) {
+        let _ = self.shared.config_path.set(path);
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, with `[http]`.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn handle(&self) -> NodeHandle {
@@ -140,9 +170,17 @@ impl Node {
     }
 
     /// Serve clients until shut down; returns once every task has ended.
-    pub async fn serve(self) {
+    pub async fn serve(mut self) {
         let tracker = TaskTracker::new();
         let shared = self.shared.clone();
+        // Not on `tracker`: the endpoint answers `503 shutting down` while
+        // the sessions drain, and stops once they have ended.
+        let http_tasks = TaskTracker::new();
+        let http_stop = CancellationToken::new();
+        if let Some(listener) = self.http.take() {
+            http_tasks.spawn(crate::http::serve(listener, shared.clone(), http_stop.clone()));
+        }
+        http_tasks.close();
         tracker.spawn(maintain_pools(shared.clone(), self.stop_accepting.clone()));
         let monitor = Monitor::new(shared.health.clone(), tracker.clone(), self.stop_accepting.clone());
         tracker.spawn(watch_topology(shared.clone(), monitor, self.stop_accepting.clone()));
@@ -150,6 +188,12 @@ impl Node {
             tracker.spawn(crate::cluster::publish(cluster.clone(), shared.clone(), self.stop_accepting.clone()));
             let seed = shared.config.load().topology.clone();
             tracker.spawn(crate::cluster::bootstrap(cluster.clone(), seed, self.stop_accepting.clone()));
+            tracker.spawn(crate::control::run(
+                cluster.clone(),
+                shared.clone(),
+                tracker.clone(),
+                self.stop_accepting.clone(),
+            ));
         }
         tracing::info!(address = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting clients");
         loop {
@@ -201,6 +245,8 @@ impl Node {
         if let Some(cluster) = &shared.cluster {
             cluster.shutdown().await;
         }
+        http_stop.cancel();
+        http_tasks.wait().await;
         tracing::info!("node stopped");
     }
 }

@@ -1,10 +1,12 @@
 //! Admin console statements: text in, [`Command`] out. Keywords are
 //! case-insensitive; the caller has already split the query string into
-//! statements (without their `;`).
+//! statements (without their `;`). The statements that change the topology
+//! are parsed in `super::change`.
 
 use router::lex::{Lexer, Token};
 
 use super::AdminError;
+use super::change::{self, Action};
 
 /// One admin statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +15,9 @@ pub(crate) enum Command {
     /// `EXPLAIN ROUTE <sql>`: the SQL whose route to show (it may hold
     /// several statements when it was given quoted).
     ExplainRoute(String),
+    /// A change of the replicated topology, of the Raft membership, or
+    /// `RELOAD`.
+    Change(Action),
 }
 
 /// What `SHOW` shows.
@@ -28,10 +33,15 @@ pub(crate) enum Topic {
     Version,
     Config,
     Help,
+    Cluster,
+    Regions,
+    Tables,
+    Events,
+    Audit,
 }
 
 impl Topic {
-    const ALL: [(&'static str, Topic); 10] = [
+    const ALL: [(&'static str, Topic); 15] = [
         ("SHARDS", Topic::Shards),
         ("NODES", Topic::Nodes),
         ("POOLS", Topic::Pools),
@@ -42,6 +52,11 @@ impl Topic {
         ("VERSION", Topic::Version),
         ("CONFIG", Topic::Config),
         ("HELP", Topic::Help),
+        ("CLUSTER", Topic::Cluster),
+        ("REGIONS", Topic::Regions),
+        ("TABLES", Topic::Tables),
+        ("EVENTS", Topic::Events),
+        ("AUDIT", Topic::Audit),
     ];
 
     fn parse(word: &str) -> Option<Topic> {
@@ -51,8 +66,14 @@ impl Topic {
 
 /// Every command with a one-line description, for `SHOW HELP`.
 pub(crate) const HELP: &[(&str, &str)] = &[
-    ("SHOW SHARDS", "shards: epoch, primary and replicas with their regions"),
-    ("SHOW NODES", "PostgreSQL servers: role, region, probe state, WAL position, lag, RTT"),
+    ("SHOW CLUSTER", "Meridian nodes in the Raft group: voter, leader, this node's term, indexes and write lease"),
+    ("SHOW REGIONS", "regions with their PostgreSQL nodes and primaries"),
+    ("SHOW SHARDS", "shards: epoch, primary and replicas with their regions; in a cluster, fencing, pause and policy"),
+    (
+        "SHOW NODES",
+        "PostgreSQL servers: role, region, probe state, WAL position, lag, RTT; in a cluster, state, ban, priority",
+    ),
+    ("SHOW TABLES", "sharded tables: key column, type, method and shard map"),
     ("SHOW POOLS", "server connection pools: occupancy and counters"),
     ("SHOW CLIENTS", "client sessions: user, database, state, attached server"),
     ("SHOW SERVERS", "server connections per PostgreSQL server"),
@@ -60,8 +81,32 @@ pub(crate) const HELP: &[(&str, &str)] = &[
     ("SHOW LATENCY", "round-trip time from this node to each PostgreSQL server"),
     ("SHOW VERSION", "Meridian version, node name and region"),
     ("SHOW CONFIG", "key settings of this node (no secrets)"),
+    ("SHOW EVENTS", "failovers, fences, node verdicts and drills recorded by the cluster"),
+    ("SHOW AUDIT", "every topology change: version, time, who, from where, what"),
     ("SHOW HELP", "this list (also HELP)"),
     ("EXPLAIN ROUTE <sql>", "where <sql> would go, and why; quote it ('...' or $$...$$) to explain several statements"),
+    ("CREATE SHARD <name> [WITH (<option> = '<value>', ...)]", "a new shard without nodes"),
+    (
+        "ALTER SHARD <name> SET (<option> = '<value>', ...)",
+        "change durability, max_lag_on_failover, rto_target, rpo_target",
+    ),
+    ("DROP SHARD <name>", "remove an empty shard"),
+    ("SET DEFAULT SHARD <name>", "where unsharded tables live"),
+    (
+        "ADD NODE <name> '<host:port>' TO SHARD <shard> REGION '<region>' [AS PRIMARY | AS REPLICA] [PRIORITY n]",
+        "a PostgreSQL server joins a shard",
+    ),
+    ("REMOVE NODE <name> | BAN NODE <name> | UNBAN NODE <name>", "take a node out, or out of routing and promotion"),
+    ("ADD REGION '<region>' | REMOVE REGION '<region>'", "declare or forget a region"),
+    (
+        "SHARD TABLE [<schema>.]<table> BY <column> [TYPE int|text|uuid] [USING HASH|RANGE|LIST ...]",
+        "route a table by its key",
+    ),
+    ("UNSHARD TABLE [<schema>.]<table>", "forget a table's sharding rule"),
+    ("ADD MEMBER <id> '<raft url>' REGION '<region>' [NAME '<name>'] [CLIENT '<host:port>']", "a Meridian node joins"),
+    ("REMOVE MEMBER <id>", "a Meridian node leaves the Raft group"),
+    ("PAUSE [SHARD <shard>] | RESUME [SHARD <shard>]", "hold new transactions, everywhere or on one shard"),
+    ("RELOAD", "reload this node's configuration file, as SIGHUP does"),
 ];
 
 /// The hint every syntax error carries.
@@ -107,7 +152,10 @@ pub(crate) fn parse(stmt: &str) -> Result<Command, AdminError> {
         }
         return Ok(Command::ExplainRoute(unquote(rest).unwrap_or_else(|| rest.to_owned())));
     }
-    Err(AdminError::Unknown(verb.to_ascii_uppercase()))
+    match change::parse(stmt, verb) {
+        Some(action) => action.map(Command::Change),
+        None => Err(AdminError::Unknown(verb.to_ascii_uppercase())),
+    }
 }
 
 /// The text of `sql` when it is exactly one string or dollar-quoted literal.
@@ -118,21 +166,25 @@ fn unquote(sql: &str) -> Option<String> {
         return None;
     }
     match tok {
-        Token::String(s) => {
-            let escaped = s.starts_with(['E', 'e']);
-            let inner = s.trim_start_matches(['E', 'e']).strip_prefix('\'')?.strip_suffix('\'')?;
-            let mut text = inner.replace("''", "'");
-            if escaped {
-                text = text.replace("\\'", "'").replace("\\\\", "\\");
-            }
-            Some(text)
-        }
-        Token::DollarString(s) => {
-            let tag_len = s[1..].find('$')? + 2;
-            (s.len() >= 2 * tag_len).then(|| s[tag_len..s.len() - tag_len].to_owned())
-        }
+        Token::String(s) | Token::DollarString(s) => string_literal(s),
         _ => None,
     }
+}
+
+/// The text of a string token ('...', E'...') or dollar-quoted one, as the
+/// lexer gave it (with its quotes); `None` when unterminated.
+pub(crate) fn string_literal(s: &str) -> Option<String> {
+    if let Some(rest) = s.strip_prefix('$') {
+        let tag_len = rest.find('$')? + 2;
+        return (s.len() >= 2 * tag_len).then(|| s[tag_len..s.len() - tag_len].to_owned());
+    }
+    let escaped = s.starts_with(['E', 'e']);
+    let inner = s.trim_start_matches(['E', 'e']).strip_prefix('\'')?.strip_suffix('\'')?;
+    let mut text = inner.replace("''", "'");
+    if escaped {
+        text = text.replace("\\'", "'").replace("\\\\", "\\");
+    }
+    Some(text)
 }
 
 /// The start of an unrecognised statement, for its error message.

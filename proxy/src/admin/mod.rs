@@ -1,9 +1,14 @@
 //! The admin console (DESIGN §6): `psql -d meridian` as a user whose
 //! users-file entry has `admin = true`, on the node's ordinary port. It
-//! answers SQL-shaped commands (`SHOW SHARDS`, `SHOW NODES`, ...,
-//! `EXPLAIN ROUTE <sql>`) with ordinary row sets of text columns, from what
-//! this node knows; it never touches a PostgreSQL server. Other users get
-//! `42501` at login. The reference is `docs/admin-sql.md`.
+//! answers SQL-shaped commands with ordinary row sets of text columns:
+//! views of what this node knows (`SHOW SHARDS`, `SHOW NODES`, ...,
+//! `SHOW CLUSTER`, `SHOW AUDIT`, `EXPLAIN ROUTE <sql>`) and, on a node with
+//! `[cluster]`, changes of the replicated topology (`CREATE SHARD`,
+//! `ADD NODE`, `SHARD TABLE`, `BAN NODE`, `PAUSE`, `ADD MEMBER`, ...), each
+//! proposed through Raft as one audited `consensus::Change` naming the admin
+//! user and its address. `RELOAD` rereads the config file, as SIGHUP does.
+//! It never touches a PostgreSQL server. Other users get `42501` at login.
+//! The reference is `docs/admin-sql.md`.
 //!
 //! ```text
 //!  handshake: auth ─▶ database "meridian"? ─▶ admin user? ─no─▶ FATAL 42501
@@ -11,32 +16,51 @@
 //!                                                ▼
 //!      AuthenticationOk, ParameterStatus…, BackendKeyData, ReadyForQuery
 //!                                                │
-//!   ┌────────────────────────────────────────────▼─────────────────────────┐
-//!   │ Query ─▶ split statements ─▶ command::parse ─▶ views / explain        │
-//!   │          ─▶ RowDescription + DataRow… + CommandComplete (per command)│
-//!   │          ─▶ ReadyForQuery 'I'   (the first error stops the rest)     │
-//!   │ Parse/Bind/Describe/Execute/Close ─▶ 0A000 once, skip to Sync        │
-//!   │ Terminate, EOF ─▶ end;  drain (SIGTERM) or hard stop ─▶ FATAL 57P01  │
-//!   └──────────────────────────────────────────────────────────────────────┘
+//!   ┌────────────────────────────────────────────▼──────────────────────────┐
+//!   │ Query ─▶ split statements ─▶ command::parse ─┬─▶ views / explain      │
+//!   │                                              │   (Snapshot per stmt)  │
+//!   │                                              └─▶ change::Action ─▶    │
+//!   │                Cluster::propose (Raft commit) / add_member / reload   │
+//!   │                ─▶ wait until applied here ─▶ one row (version,changed)│
+//!   │          ─▶ RowDescription + DataRow… + CommandComplete (per command) │
+//!   │          ─▶ ReadyForQuery 'I'   (the first error stops the rest)      │
+//!   │ Parse/Bind/Describe/Execute/Close ─▶ 0A000 once, skip to Sync         │
+//!   │ Terminate, EOF ─▶ end;  drain (SIGTERM) or hard stop ─▶ FATAL 57P01   │
+//!   └───────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! What it deliberately does not do yet: change anything (no `PAUSE`,
-//! `RELOAD`, topology commands), show other nodes' views, or speak the
-//! extended query protocol.
+//! A change is awaited in the session's task (it is the only thing that
+//! session does); the data path never waits for it. Every SQLSTATE the
+//! console answers is chosen in [`AdminError`]'s `ClientError` impl and
+//! `command_sqlstate`.
+//!
+//! What it deliberately does not do yet: `SWITCHOVER`, `FAILOVER`, drills,
+//! forward membership changes to the leader, show other nodes' views, or
+//! speak the extended query protocol.
 
+mod change;
+mod cluster_views;
 mod command;
 mod counters;
 mod explain;
 mod views;
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use consensus::state::ShardMap;
+use consensus::{Change, CommandError, ProposeError, RequestError, TopologyState};
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_postgres::error::SqlState;
 
+use self::change::Action;
+use self::views::{ResultSet, Snapshot};
 use crate::cancel::CancelHandle;
 use crate::clients::{ClientGuard, ClientState};
+use crate::cluster::Cluster;
+use crate::config::Config;
 use crate::error::{ClientError, Error, write_error};
 use crate::node::Shared;
 use crate::wire::frame::{self, HEADER_LEN, cstr};
@@ -46,7 +70,9 @@ pub use counters::{RouteCounters, ServerRoutes};
 /// The database name that reaches the admin console.
 pub const DATABASE: &str = "meridian";
 
-/// An admin statement that cannot run. Shown to the admin as is.
+/// An admin statement that cannot run. Shown to the admin as is, with the
+/// SQLSTATE [`ClientError::sqlstate`] gives it (the admin console's choices
+/// all live there) and [`AdminError::hint`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdminError {
     /// Not an admin command; names what was given.
@@ -55,21 +81,145 @@ pub enum AdminError {
     /// An admin command written wrong.
     #[error("syntax error: {0}")]
     Syntax(String),
+    /// A value that cannot be used (an unknown option, a bad size, a key
+    /// value of the wrong type).
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
     #[error("the admin console does not support the extended query protocol")]
     ExtendedProtocol,
     #[error("the admin console does not support function calls")]
     FunctionCall,
+    /// A topology change on a node without `[cluster]`.
+    #[error("{0} needs a cluster: this node runs alone from its configuration file")]
+    NotClustered(&'static str),
+    /// The state machine refused the change; the topology is unchanged.
+    #[error("{0}")]
+    Rejected(CommandError),
+    /// No Raft leader is known: nothing was proposed.
+    #[error("no raft leader is known; nothing was changed")]
+    NoLeader,
+    /// A membership change must run on the leader.
+    #[error("this node is not the raft leader; nothing was changed")]
+    NotLeader {
+        /// The leader's client address, when known.
+        leader: Option<String>,
+    },
+    /// `REMOVE MEMBER` of an id the group does not have.
+    #[error("unknown member {0}")]
+    UnknownMember(u64),
+    /// `ADD MEMBER` of an id the group already has.
+    #[error("member {0} already exists")]
+    MemberExists(u64),
+    /// Raft refused a membership change (another one is under way, ...).
+    #[error("raft refused the change: {0}")]
+    Refused(String),
+    /// The change was sent but no answer came back: it may or may not have
+    /// been made.
+    #[error("the outcome of {0} is unknown: it may or may not have been committed")]
+    OutcomeUnknown(&'static str),
+    /// This node's consensus member is stopping.
+    #[error("the consensus node is shutting down")]
+    ShuttingDown,
+    /// `RELOAD` on a node that was not started from a file.
+    #[error("RELOAD: this node was not started from a configuration file")]
+    NoConfigFile,
+    /// `RELOAD` found a broken file; nothing was changed.
+    #[error("RELOAD: {0}")]
+    Reload(String),
 }
 
 impl AdminError {
     /// What the admin can do about it.
-    pub fn hint(&self) -> &'static str {
-        match self {
+    pub fn hint(&self) -> Option<String> {
+        let hint = match self {
             AdminError::Unknown(_) | AdminError::Syntax(_) => command::SEE_HELP,
             AdminError::ExtendedProtocol | AdminError::FunctionCall => {
                 "Send simple queries (psql does; tokio-postgres: simple_query)."
             }
+            AdminError::NotClustered(_) => {
+                "Topology changes go through Raft: give the node a [cluster] section (member_id, raft_listen, \
+                 data_dir, peers) and restart it. Without one, edit [topology] and RELOAD."
+            }
+            AdminError::NoLeader => "An election may be under way, or this node is cut off; retry in a few seconds.",
+            AdminError::NotLeader { leader: Some(at) } => {
+                return Some(format!("Run it on the leader's admin console ({at}); SHOW CLUSTER names the leader."));
+            }
+            AdminError::NotLeader { leader: None } => "Run it on the leader's admin console; SHOW CLUSTER names it.",
+            AdminError::OutcomeUnknown(_) => "Check SHOW AUDIT (and the topology) before retrying.",
+            AdminError::Reload(_) => "The running configuration is unchanged.",
+            AdminError::Rejected(_) => "The topology is unchanged.",
+            AdminError::InvalidValue(_)
+            | AdminError::UnknownMember(_)
+            | AdminError::MemberExists(_)
+            | AdminError::Refused(_)
+            | AdminError::ShuttingDown
+            | AdminError::NoConfigFile => return None,
+        };
+        Some(hint.to_owned())
+    }
+
+    fn from_propose(e: ProposeError, tag: &'static str) -> AdminError {
+        match e {
+            ProposeError::Rejected(e) => AdminError::Rejected(e),
+            ProposeError::NoLeader => AdminError::NoLeader,
+            ProposeError::OutcomeUnknown(source) => {
+                tracing::warn!(command = tag, error = %source, "admin change: outcome unknown");
+                AdminError::OutcomeUnknown(tag)
+            }
+            ProposeError::ShuttingDown => AdminError::ShuttingDown,
         }
+    }
+
+    fn from_request(e: RequestError, tag: &'static str) -> AdminError {
+        match e {
+            RequestError::NoLeader => AdminError::NoLeader,
+            RequestError::NotLeader { leader } => AdminError::NotLeader {
+                leader: leader.map(|m| if m.client_addr.is_empty() { m.name } else { m.client_addr }),
+            },
+            RequestError::Unreachable(source) => {
+                tracing::warn!(command = tag, error = %source, "admin membership change: outcome unknown");
+                AdminError::OutcomeUnknown(tag)
+            }
+            e @ RequestError::Timeout { .. } => {
+                tracing::warn!(command = tag, error = %e, "admin membership change: outcome unknown");
+                AdminError::OutcomeUnknown(tag)
+            }
+            RequestError::Refused(reason) => AdminError::Refused(reason),
+            RequestError::ShuttingDown => AdminError::ShuttingDown,
+        }
+    }
+}
+
+/// The SQLSTATE of a refused change: what PostgreSQL answers for the like.
+pub(crate) fn command_sqlstate(e: &CommandError) -> SqlState {
+    use CommandError as E;
+    match e {
+        E::InvalidName { .. }
+        | E::InvalidAddress { .. }
+        | E::InvalidPolicy { .. }
+        | E::InvalidShardMap { .. }
+        | E::InvalidEvent(_)
+        | E::InvalidUser { .. } => SqlState::INVALID_PARAMETER_VALUE,
+        E::UnknownRegion(_) | E::UnknownShard(_) | E::UnknownNode(_) | E::UnknownTable(_) | E::UnknownUser(_) => {
+            SqlState::UNDEFINED_OBJECT
+        }
+        E::ShardExists(_) | E::NodeExists(_) | E::AddressInUse { .. } | E::TableAlreadySharded(_) => {
+            SqlState::DUPLICATE_OBJECT
+        }
+        E::RegionInUse { .. }
+        | E::ShardHasNodes { .. }
+        | E::ShardHasTables { .. }
+        | E::ShardIsDefault(_)
+        | E::NodeIsPrimary { .. } => SqlState::OBJECT_IN_USE,
+        E::ShardHasPrimary { .. }
+        | E::NodeNotInShard { .. }
+        | E::NodeBanned(_)
+        | E::NodeDown(_)
+        | E::NodeFenced(_)
+        | E::NodeNotFenced(_)
+        | E::AlreadyBootstrapped { .. } => SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+        E::StaleEpoch { .. } => SqlState::T_R_SERIALIZATION_FAILURE,
+        E::InvalidBootstrap { source, .. } => command_sqlstate(source),
     }
 }
 
@@ -77,7 +227,19 @@ impl ClientError for AdminError {
     fn sqlstate(&self) -> SqlState {
         match self {
             AdminError::Unknown(_) | AdminError::Syntax(_) => SqlState::SYNTAX_ERROR,
+            AdminError::InvalidValue(_) => SqlState::INVALID_PARAMETER_VALUE,
             AdminError::ExtendedProtocol | AdminError::FunctionCall => SqlState::FEATURE_NOT_SUPPORTED,
+            AdminError::NotClustered(_) | AdminError::NoConfigFile | AdminError::Refused(_) => {
+                SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
+            AdminError::NotLeader { .. } => SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            AdminError::Rejected(e) => command_sqlstate(e),
+            AdminError::UnknownMember(_) => SqlState::UNDEFINED_OBJECT,
+            AdminError::MemberExists(_) => SqlState::DUPLICATE_OBJECT,
+            AdminError::NoLeader => SqlState::CANNOT_CONNECT_NOW,
+            AdminError::OutcomeUnknown(_) => SqlState::TRANSACTION_RESOLUTION_UNKNOWN,
+            AdminError::ShuttingDown => SqlState::ADMIN_SHUTDOWN,
+            AdminError::Reload(_) => SqlState::CONFIG_FILE_ERROR,
         }
     }
 
@@ -91,9 +253,14 @@ fn write_admin_error(out: &mut BytesMut, e: &AdminError) {
     out.put_u8(b'E');
     let at = out.len();
     out.put_i32(0);
-    for (kind, value) in
-        [(b'S', "ERROR"), (b'V', "ERROR"), (b'C', e.sqlstate().code()), (b'M', &e.client_message()), (b'H', e.hint())]
-    {
+    let message = e.client_message();
+    let hint = e.hint();
+    let code = e.sqlstate();
+    let mut fields = vec![(b'S', "ERROR"), (b'V', "ERROR"), (b'C', code.code()), (b'M', message.as_str())];
+    if let Some(hint) = &hint {
+        fields.push((b'H', hint));
+    }
+    for (kind, value) in fields {
         out.put_u8(kind);
         out.put_slice(value.as_bytes());
         out.put_u8(0);
@@ -178,7 +345,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AdminSession<S> {
             if let Some(h) = frame::complete(&self.buf, max)? {
                 let mut msg = self.buf.split_to(h.total);
                 msg.advance(HEADER_LEN);
-                if !self.handle(h.tag, &msg)? {
+                if !self.handle(h.tag, &msg).await? {
                     return Ok(());
                 }
                 if !self.out.is_empty() {
@@ -201,12 +368,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AdminSession<S> {
     }
 
     /// Answer one message into `self.out`; `false` ends the session.
-    fn handle(&mut self, tag: u8, body: &[u8]) -> Result<bool, Error> {
+    async fn handle(&mut self, tag: u8, body: &[u8]) -> Result<bool, Error> {
         match tag {
             b'Q' => {
                 let sql = String::from_utf8_lossy(cstr(body).map(|(s, _)| s).unwrap_or_default()).into_owned();
                 self.client.set_state(ClientState::Active);
-                self.query(&sql);
+                self.query(&sql).await;
                 self.client.set_state(ClientState::Idle);
                 messages::ready_for_query(&mut self.out, b'I');
             }
@@ -237,27 +404,158 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AdminSession<S> {
     }
 
     /// Run every statement of a simple query; the first error ends it.
-    fn query(&mut self, sql: &str) {
+    /// Each statement sees what the ones before it changed.
+    async fn query(&mut self, sql: &str) {
         let stmts = router::lex::split_statements(sql);
         if stmts.is_empty() {
             // EmptyQueryResponse.
             self.out.put_slice(&[b'I', 0, 0, 0, 4]);
             return;
         }
-        let snap = views::Snapshot::of(&self.shared);
         for stmt in stmts {
             let result = match command::parse(stmt) {
-                Ok(command::Command::Show(topic)) => snap.show(topic),
-                Ok(command::Command::ExplainRoute(sql)) => explain::explain(&snap, &sql),
+                Ok(command::Command::Show(topic)) => Ok(self.show(topic).await),
+                Ok(command::Command::ExplainRoute(sql)) => Ok(explain::explain(&Snapshot::of(&self.shared), &sql)),
+                Ok(command::Command::Change(action)) => self.change(action).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(rs) => rs.encode(&mut self.out),
                 Err(e) => {
                     write_admin_error(&mut self.out, &e);
                     return;
                 }
-            };
-            result.encode(&mut self.out);
+            }
         }
+    }
+
+    async fn show(&self, topic: command::Topic) -> ResultSet {
+        // SHOW CLUSTER reads Raft's own view, which takes an await.
+        let status = match (&self.shared.cluster, topic) {
+            (Some(cluster), command::Topic::Cluster) => Some(cluster.status().await),
+            _ => None,
+        };
+        let mut snap = Snapshot::of(&self.shared);
+        snap.status = status;
+        snap.show(topic)
+    }
+
+    /// Run a change statement: one proposal through Raft (or a membership
+    /// change, or a reload), answered with one row (`version`, `changed`).
+    async fn change(&self, action: Action) -> Result<ResultSet, AdminError> {
+        let tag = action.tag();
+        if action == Action::Reload {
+            self.reload().await?;
+            return Ok(changed(tag, None, true));
+        }
+        let Some(cluster) = self.shared.cluster.clone() else {
+            return Err(AdminError::NotClustered(tag));
+        };
+        let info = &self.client.entry().info;
+        let (actor, origin) = (info.user.clone(), info.peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string()));
+        match action {
+            Action::Propose { change, .. } => {
+                let change = complete(change, &cluster.state());
+                tracing::info!(actor = %actor, origin = %origin, %change, "admin change");
+                let applied = self
+                    .bounded(tag, cluster.propose(&actor, &origin, change))
+                    .await?
+                    .map_err(|e| AdminError::from_propose(e, tag))?;
+                wait_applied(&cluster, applied.version).await;
+                Ok(changed(tag, Some(applied.version), applied.changed))
+            }
+            Action::AddMember(member) => {
+                if cluster.status().await.members.contains_key(&member.id) {
+                    return Err(AdminError::MemberExists(member.id));
+                }
+                tracing::info!(actor = %actor, origin = %origin, id = member.id, "admin: add member");
+                self.bounded(tag, cluster.add_member(member)).await?.map_err(|e| AdminError::from_request(e, tag))?;
+                Ok(changed(tag, None, true))
+            }
+            Action::RemoveMember(id) => {
+                if !cluster.status().await.members.contains_key(&id) {
+                    return Err(AdminError::UnknownMember(id));
+                }
+                tracing::info!(actor = %actor, origin = %origin, id, "admin: remove member");
+                self.bounded(tag, cluster.remove_member(id)).await?.map_err(|e| AdminError::from_request(e, tag))?;
+                Ok(changed(tag, None, true))
+            }
+            Action::Reload => Err(AdminError::Unknown(tag.to_owned())),
+        }
+    }
+
+    /// Await a change, at most [`CHANGE_TIMEOUT`] and not past the end of
+    /// the shutdown grace period; either way its outcome is unknown.
+    async fn bounded<T>(&self, tag: &'static str, change: impl Future<Output = T>) -> Result<T, AdminError> {
+        let hard = self.shared.hard.clone();
+        // cancel safety: dropping the change is what "outcome unknown" means;
+        // cancelled() is cancel safe.
+        tokio::select! {
+            r = tokio::time::timeout(CHANGE_TIMEOUT, change) => r.map_err(|_| AdminError::OutcomeUnknown(tag)),
+            _ = hard.cancelled() => Err(AdminError::OutcomeUnknown(tag)),
+        }
+    }
+
+    /// `RELOAD`: read the file the node was started with and apply it, as
+    /// SIGHUP does. A broken file changes nothing.
+    async fn reload(&self) -> Result<(), AdminError> {
+        let Some(path) = self.shared.config_path.get().cloned() else {
+            return Err(AdminError::NoConfigFile);
+        };
+        let shared = self.shared.clone();
+        let user = self.client.entry().info.user.clone();
+        tracing::info!(path = %path.display(), user = %user, "RELOAD: reloading configuration");
+        // Reading files: off the runtime's threads.
+        let result = tokio::task::spawn_blocking(move || Config::load(&path).and_then(|c| shared.reload(c)))
+            .await
+            .map_err(|e| AdminError::Reload(format!("reload task failed: {e}")))?;
+        result.map_err(|e| {
+            tracing::error!(error = %e, "RELOAD failed; the running configuration is unchanged");
+            AdminError::Reload(e.to_string())
+        })
     }
 }
 
+/// How long a change may take before its outcome is reported unknown
+/// (consensus has its own, shorter deadlines; this is the backstop).
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for a committed change to be applied on this node, so
+/// that the admin's next `SHOW` sees it.
+const APPLY_WAIT: Duration = Duration::from_secs(2);
+
+/// The answer to a change: one row.
+fn changed(tag: &'static str, version: Option<u64>, changed: bool) -> ResultSet {
+    let mut rs = ResultSet::new(&["version", "changed"]);
+    rs.push(vec![version.map(|v| v.to_string()), views::flag(changed)]);
+    rs.tag = Some(tag);
+    rs
+}
+
+/// Fill in what the statement left to the topology: `SHARD TABLE` without
+/// a shard list hashes over every shard, in name order.
+fn complete(change: Change, state: &TopologyState) -> Change {
+    match change {
+        Change::ShardTable { schema, table, column, key_type, map: ShardMap::Hash(shards) } if shards.is_empty() => {
+            Change::ShardTable {
+                schema,
+                table,
+                column,
+                key_type,
+                map: ShardMap::Hash(state.shards.keys().cloned().collect()),
+            }
+        }
+        change => change,
+    }
+}
+
+/// Wait (bounded) until this node has applied topology `version`; a
+/// follower may be a little behind the leader that answered.
+async fn wait_applied(cluster: &Cluster, version: u64) {
+    let mut rx = cluster.subscribe();
+    let _ = tokio::time::timeout(APPLY_WAIT, rx.wait_for(|s| s.version >= version)).await;
+}
+
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod tests;

@@ -101,6 +101,8 @@ impl Fixture {
     fn snapshot(&self) -> Snapshot<'_> {
         Snapshot {
             topology: Arc::new(self.config.topology.clone()),
+            state: None,
+            status: None,
             config: self.config.clone(),
             health: &self.health,
             pools: self.pools.clone(),
@@ -167,12 +169,138 @@ fn cell<'a>(rs: &'a ResultSet, key: &str, column: &str) -> Option<&'a str> {
 fn shards_show_primaries_replicas_and_regions() {
     let f = Fixture::new();
     let rs = f.snapshot().show(Topic::Shards);
-    assert_eq!(rs.columns, ["name", "epoch", "primary", "primary_region", "replicas", "default"]);
     assert_eq!(
-        row(&rs, "s1"),
+        rs.columns,
+        [
+            "name",
+            "epoch",
+            "primary",
+            "primary_region",
+            "replicas",
+            "default",
+            "fenced",
+            "paused",
+            "durability",
+            "max_lag_on_failover",
+            "rto_target",
+            "rpo_target"
+        ]
+    );
+    assert_eq!(
+        row(&rs, "s1")[..6],
         [Some("s1"), Some("1"), Some("s1-a"), Some("eu"), Some("s1-b (us), s1-c (eu)"), Some("t")]
     );
-    assert_eq!(row(&rs, "s2"), [Some("s2"), Some("1"), Some("s2-a"), Some("us"), Some("s2-b (eu)"), Some("f")]);
+    assert_eq!(row(&rs, "s2")[..6], [Some("s2"), Some("1"), Some("s2-a"), Some("us"), Some("s2-b (eu)"), Some("f")]);
+    // Without a cluster there are no replicated facts.
+    assert!(row(&rs, "s1")[6..].iter().all(Option::is_none));
+}
+
+#[test]
+fn standalone_cluster_views_answer_from_what_exists() {
+    let f = Fixture::new();
+    let snap = f.snapshot();
+    assert!(snap.show(Topic::Cluster).rows.is_empty());
+    assert!(snap.show(Topic::Events).rows.is_empty());
+    assert!(snap.show(Topic::Audit).rows.is_empty());
+    let rs = snap.show(Topic::Regions);
+    assert_eq!(row(&rs, "eu"), [Some("eu"), Some("3"), Some("s1, s2"), Some("s1-a")]);
+    assert_eq!(row(&rs, "us"), [Some("us"), Some("2"), Some("s1, s2"), Some("s2-a")]);
+    let rs = snap.show(Topic::Tables);
+    assert_eq!(
+        row(&rs, "owners"),
+        [Some("owners"), Some("owner_id"), Some("int"), Some("hash"), Some("s1, s2"), Some("HASH (s1, s2)")]
+    );
+    let rs = snap.show(Topic::Nodes);
+    assert_eq!(cell(&rs, "s1-a", "banned"), None);
+    assert_eq!(rs.columns.len(), 17);
+}
+
+#[test]
+fn sqlstates_of_admin_errors() {
+    use consensus::CommandError as E;
+    use tokio_postgres::error::SqlState;
+
+    use super::{AdminError, command_sqlstate};
+    use crate::error::ClientError;
+
+    let rejected = |e: E| AdminError::Rejected(e).sqlstate();
+    assert_eq!(rejected(E::UnknownShard("s".into())), SqlState::UNDEFINED_OBJECT);
+    assert_eq!(rejected(E::UnknownNode("n".into())), SqlState::UNDEFINED_OBJECT);
+    assert_eq!(rejected(E::UnknownRegion("r".into())), SqlState::UNDEFINED_OBJECT);
+    assert_eq!(rejected(E::UnknownTable("t".into())), SqlState::UNDEFINED_OBJECT);
+    assert_eq!(rejected(E::UnknownUser("u".into())), SqlState::UNDEFINED_OBJECT);
+    assert_eq!(rejected(E::InvalidUser { user: "u".into(), reason: "r".into() }), SqlState::INVALID_PARAMETER_VALUE);
+    assert_eq!(rejected(E::ShardExists("s".into())), SqlState::DUPLICATE_OBJECT);
+    assert_eq!(rejected(E::NodeExists("n".into())), SqlState::DUPLICATE_OBJECT);
+    assert_eq!(rejected(E::AddressInUse { address: "h:1".into(), node: "n".into() }), SqlState::DUPLICATE_OBJECT);
+    assert_eq!(rejected(E::TableAlreadySharded("t".into())), SqlState::DUPLICATE_OBJECT);
+    assert_eq!(rejected(E::ShardHasNodes { shard: "s".into(), node: "n".into() }), SqlState::OBJECT_IN_USE);
+    assert_eq!(rejected(E::ShardHasTables { shard: "s".into(), table: "t".into() }), SqlState::OBJECT_IN_USE);
+    assert_eq!(rejected(E::RegionInUse { region: "r".into(), node: "n".into() }), SqlState::OBJECT_IN_USE);
+    assert_eq!(rejected(E::ShardIsDefault("s".into())), SqlState::OBJECT_IN_USE);
+    assert_eq!(rejected(E::NodeIsPrimary { node: "n".into(), shard: "s".into() }), SqlState::OBJECT_IN_USE);
+    assert_eq!(
+        rejected(E::ShardHasPrimary { shard: "s".into(), primary: "n".into() }),
+        SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE
+    );
+    assert_eq!(rejected(E::NodeFenced("n".into())), SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE);
+    assert_eq!(
+        rejected(E::InvalidName { kind: "shard".into(), name: "".into(), reason: "empty".into() }),
+        SqlState::INVALID_PARAMETER_VALUE
+    );
+    assert_eq!(
+        rejected(E::InvalidAddress { node: "n".into(), address: "x".into() }),
+        SqlState::INVALID_PARAMETER_VALUE
+    );
+    assert_eq!(rejected(E::InvalidPolicy { shard: "s".into(), reason: "r".into() }), SqlState::INVALID_PARAMETER_VALUE);
+    assert_eq!(
+        rejected(E::InvalidShardMap { table: "t".into(), reason: "r".into() }),
+        SqlState::INVALID_PARAMETER_VALUE
+    );
+    assert_eq!(
+        rejected(E::StaleEpoch { shard: "s".into(), epoch: 1, current: 2 }),
+        SqlState::T_R_SERIALIZATION_FAILURE
+    );
+    let nested = E::InvalidBootstrap { index: 3, change: "x".into(), source: Box::new(E::UnknownShard("s".into())) };
+    assert_eq!(command_sqlstate(&nested), SqlState::UNDEFINED_OBJECT);
+
+    assert_eq!(AdminError::NotClustered("CREATE SHARD").sqlstate(), SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE);
+    assert!(AdminError::NotClustered("CREATE SHARD").hint().is_some_and(|h| h.contains("[cluster]")));
+    assert_eq!(AdminError::NoLeader.sqlstate(), SqlState::CANNOT_CONNECT_NOW);
+    assert!(AdminError::NoLeader.hint().is_some_and(|h| h.contains("retry")));
+    assert_eq!(AdminError::OutcomeUnknown("DROP SHARD").sqlstate(), SqlState::TRANSACTION_RESOLUTION_UNKNOWN);
+    assert!(AdminError::OutcomeUnknown("DROP SHARD").hint().is_some_and(|h| h.contains("SHOW AUDIT")));
+    assert_eq!(AdminError::ShuttingDown.sqlstate(), SqlState::ADMIN_SHUTDOWN);
+    assert_eq!(AdminError::Syntax("x".into()).sqlstate(), SqlState::SYNTAX_ERROR);
+    assert_eq!(AdminError::InvalidValue("x".into()).sqlstate(), SqlState::INVALID_PARAMETER_VALUE);
+    assert_eq!(AdminError::Reload("x".into()).sqlstate(), SqlState::CONFIG_FILE_ERROR);
+    assert_eq!(AdminError::NoConfigFile.sqlstate(), SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE);
+    assert_eq!(AdminError::UnknownMember(9).sqlstate(), SqlState::UNDEFINED_OBJECT);
+    assert_eq!(AdminError::MemberExists(1).sqlstate(), SqlState::DUPLICATE_OBJECT);
+    let not_leader = AdminError::NotLeader { leader: Some("10.0.0.1:6432".into()) };
+    assert_eq!(not_leader.sqlstate(), SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE);
+    assert!(not_leader.hint().is_some_and(|h| h.contains("10.0.0.1:6432")));
+    // Propose and membership errors map onto those.
+    assert_eq!(
+        AdminError::from_propose(consensus::ProposeError::NoLeader, "PAUSE").sqlstate(),
+        SqlState::CANNOT_CONNECT_NOW
+    );
+    assert_eq!(
+        AdminError::from_propose(consensus::ProposeError::OutcomeUnknown("lost".into()), "PAUSE").sqlstate(),
+        SqlState::TRANSACTION_RESOLUTION_UNKNOWN
+    );
+    assert_eq!(
+        AdminError::from_propose(consensus::ProposeError::ShuttingDown, "PAUSE").sqlstate(),
+        SqlState::ADMIN_SHUTDOWN
+    );
+    assert_eq!(
+        AdminError::from_request(consensus::RequestError::Unreachable("x".into()), "ADD MEMBER").sqlstate(),
+        SqlState::TRANSACTION_RESOLUTION_UNKNOWN
+    );
+    assert_eq!(
+        AdminError::from_request(consensus::RequestError::Refused("busy".into()), "ADD MEMBER").sqlstate(),
+        SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE
+    );
 }
 
 #[test]
@@ -373,8 +501,11 @@ async fn console() -> Console {
         ),
     )
     .unwrap();
-    let config = Config::parse(CONFIG, dir.path()).unwrap();
+    let path = dir.path().join("meridian.toml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let config = Config::load(&path).unwrap();
     let node = crate::Node::bind(config).await.unwrap();
+    node.set_config_path(path);
     let addr = node.local_addr().unwrap();
     let handle = node.handle();
     let serve = tokio::spawn(node.serve());
@@ -420,6 +551,11 @@ async fn console_end_to_end() {
         "SHOW CONFIG",
         "SHOW HELP",
         "HELP",
+        "SHOW CLUSTER",
+        "SHOW REGIONS",
+        "SHOW TABLES",
+        "SHOW EVENTS",
+        "SHOW AUDIT",
     ] {
         admin.simple_query(cmd).await.unwrap_or_else(|e| panic!("{cmd}: {e}"));
     }
@@ -454,6 +590,27 @@ async fn console_end_to_end() {
     let e = admin.query("SHOW SHARDS", &[]).await.unwrap_err();
     assert_eq!(e.code().map(|c| c.code()), Some("0A000"));
     assert_eq!(rows(&admin.simple_query("SHOW SHARDS").await.unwrap()).len(), 2);
+
+    // A topology change on a node without [cluster]: 55000, the hint names it.
+    let e = admin.simple_query("CREATE SHARD s3").await.unwrap_err();
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "55000");
+    assert!(db.hint().is_some_and(|h| h.contains("[cluster]")), "{:?}", db.hint());
+    // A syntax error is still a syntax error there.
+    let e = admin.simple_query("CREATE SHARD").await.unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42601"));
+    // RELOAD reads the file again: one row (NULL, 't') tagged RELOAD.
+    let r = rows(&admin.simple_query("RELOAD").await.unwrap());
+    assert_eq!(r, [vec![None, Some("t".to_owned())]]);
+    // A broken file: F0000, nothing changes, the session goes on.
+    std::fs::write(c._dir.path().join("meridian.toml"), "[node]\nname = ").unwrap();
+    let e = admin.simple_query("RELOAD").await.unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("F0000"));
+    assert_eq!(rows(&admin.simple_query("SHOW SHARDS").await.unwrap()).len(), 2);
+    // The replicated views answer without a cluster.
+    assert!(rows(&admin.simple_query("SHOW CLUSTER").await.unwrap()).is_empty());
+    assert!(rows(&admin.simple_query("SHOW AUDIT").await.unwrap()).is_empty());
+    assert_eq!(rows(&admin.simple_query("SHOW TABLES").await.unwrap()).len(), 1);
 
     // Not an admin: 42501 at login.
     let Err(e) = connect(&c, "app").await else { panic!("a non-admin got in") };

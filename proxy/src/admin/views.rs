@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
+use consensus::{Status, TopologyState};
 use router::topology::{Fallback, PgNode, Topology};
 use tokio::time::Instant;
 
@@ -59,9 +60,16 @@ impl ResultSet {
     }
 }
 
-/// What the views read, taken once per admin query.
+/// What the views read, taken once per admin statement.
 pub(crate) struct Snapshot<'a> {
+    /// The router's topology. On a cluster node, translated from `state`
+    /// (so a change is visible to the next statement even before the data
+    /// path's copy is published).
     pub topology: Arc<Topology>,
+    /// The replicated topology as applied on this node, on a cluster node.
+    pub state: Option<Arc<TopologyState>>,
+    /// This member's view of the Raft group; filled in for `SHOW CLUSTER`.
+    pub status: Option<Status>,
     pub config: Arc<Config>,
     pub health: &'a Health,
     pub pools: Vec<Arc<Pool>>,
@@ -79,9 +87,21 @@ impl<'a> Snapshot<'a> {
         pools.sort_by(|a, b| {
             (&a.key.addr, &a.key.database, &a.key.user).cmp(&(&b.key.addr, &b.key.database, &b.key.user))
         });
+        let published = shared.topology.borrow().clone();
+        let config = shared.config.load_full();
+        let state = shared.cluster.as_ref().map(|c| c.state());
+        let topology = state
+            .as_ref()
+            .and_then(|s| {
+                crate::cluster::translate::to_router(s, published.version, config.topology.replica_policy.clone())
+            })
+            .map(Arc::new)
+            .unwrap_or(published);
         Snapshot {
-            topology: shared.topology.borrow().clone(),
-            config: shared.config.load_full(),
+            topology,
+            state,
+            status: None,
+            config,
             health: &shared.health,
             pools,
             clients: shared.clients.list(),
@@ -104,6 +124,11 @@ impl<'a> Snapshot<'a> {
             Topic::Version => self.version(),
             Topic::Config => self.config(),
             Topic::Help => help(),
+            Topic::Cluster => self.cluster(),
+            Topic::Regions => self.regions(),
+            Topic::Tables => self.tables(),
+            Topic::Events => self.events(),
+            Topic::Audit => self.audit(),
         }
     }
 
@@ -145,7 +170,9 @@ impl<'a> Snapshot<'a> {
 
     fn shards(&self) -> ResultSet {
         let t = &self.topology;
-        let mut rs = ResultSet::new(&["name", "epoch", "primary", "primary_region", "replicas", "default"]);
+        let mut columns = vec!["name", "epoch", "primary", "primary_region", "replicas", "default"];
+        columns.extend(super::cluster_views::SHARD_FACTS);
+        let mut rs = ResultSet::new(&columns);
         for (i, s) in t.shards.iter().enumerate() {
             let primary = s.primary.and_then(|p| t.nodes.get(p));
             let replicas: Vec<String> = s
@@ -154,21 +181,23 @@ impl<'a> Snapshot<'a> {
                 .filter_map(|r| t.nodes.get(*r))
                 .map(|n| format!("{} ({})", n.name, n.region))
                 .collect();
-            rs.push(vec![
+            let mut row = vec![
                 text(&s.name),
                 text(s.epoch),
                 primary.map(|n| n.name.clone()),
                 primary.map(|n| n.region.clone()),
                 text(replicas.join(", ")),
                 flag(i == t.default_shard),
-            ]);
+            ];
+            row.extend(self.shard_facts(&s.name));
+            rs.push(row);
         }
         rs
     }
 
     fn nodes(&self) -> ResultSet {
         let t = &self.topology;
-        let mut rs = ResultSet::new(&[
+        let mut columns = vec![
             "name",
             "shard",
             "role",
@@ -183,7 +212,9 @@ impl<'a> Snapshot<'a> {
             "outstanding",
             "last_probe_ms_ago",
             "error",
-        ]);
+        ];
+        columns.extend(super::cluster_views::NODE_FACTS);
+        let mut rs = ResultSet::new(&columns);
         // Lag as replica choice sees it.
         let mut lag = HashMap::new();
         for shard in 0..t.shards.len() {
@@ -199,7 +230,7 @@ impl<'a> Snapshot<'a> {
                 Some(l) if up => *l,
                 _ => (None, None),
             };
-            rs.push(vec![
+            let mut row = vec![
                 text(&n.name),
                 self.shard_name(n),
                 text(n.role.as_str()),
@@ -214,8 +245,12 @@ impl<'a> Snapshot<'a> {
                 text(st.outstanding.load(Ordering::Relaxed)),
                 p.at.map(|at| self.now.saturating_duration_since(at).as_millis().to_string()),
                 p.error.clone(),
-            ]);
+            ];
+            row.extend(self.node_facts(&n.name));
+            rs.push(row);
         }
+        // Banned nodes and fenced former primaries: not routed, not probed.
+        self.unrouted_nodes(&mut rs);
         rs
     }
 
@@ -548,7 +583,7 @@ pub(crate) fn ms(d: Duration) -> String {
 }
 
 /// A duration as the config file writes it: `30s`, `500ms`, `250us`.
-fn duration(d: Duration) -> String {
+pub(crate) fn duration(d: Duration) -> String {
     if d.is_zero() {
         "0s".into()
     } else if d.subsec_nanos() == 0 {
@@ -561,7 +596,7 @@ fn duration(d: Duration) -> String {
 }
 
 /// A byte size as the config file writes it: `16MB`, `64kB`, `100B`.
-fn size(n: u64) -> String {
+pub(crate) fn size(n: u64) -> String {
     match n {
         0 => "0B".into(),
         n if n.is_multiple_of(1 << 30) => format!("{}GB", n >> 30),
@@ -572,7 +607,7 @@ fn size(n: u64) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC`.
-fn utc(t: SystemTime) -> String {
+pub(crate) fn utc(t: SystemTime) -> String {
     let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let (year, month, day, h, m, sec) = crate::civil_time::utc_parts(secs);
     format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{sec:02} UTC")

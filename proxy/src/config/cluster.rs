@@ -35,6 +35,10 @@ pub(super) struct RawCluster {
     write_lease: String,
     #[serde(default = "default_write_hold")]
     write_hold: String,
+    #[serde(default = "default_failure_timeout")]
+    failure_timeout: String,
+    #[serde(default = "default_auto_failover")]
+    auto_failover: bool,
     #[serde(default)]
     peer: Vec<RawPeer>,
 }
@@ -50,6 +54,12 @@ fn default_write_lease() -> String {
 }
 fn default_write_hold() -> String {
     "5s".into()
+}
+fn default_failure_timeout() -> String {
+    "2s".into()
+}
+fn default_auto_failover() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +88,11 @@ pub struct ClusterConfig {
     /// How long a write waits for this node's write lease (or for its shard
     /// to have a writable primary) before it is refused.
     pub write_hold: Duration,
+    /// How long a majority of members must fail to reach a primary before
+    /// the Raft leader fails it over.
+    pub failure_timeout: Duration,
+    /// Whether the Raft leader fails dead primaries over on its own.
+    pub auto_failover: bool,
     /// The voters of a new cluster (this node among them). Used once, when
     /// the cluster is initialised; ignored after that.
     pub peers: Vec<PeerConfig>,
@@ -116,6 +131,7 @@ impl RawCluster {
         let election_timeout = parse_duration("cluster.election_timeout", &self.election_timeout)?;
         let write_lease = parse_duration("cluster.write_lease", &self.write_lease)?;
         let write_hold = parse_duration("cluster.write_hold", &self.write_hold)?;
+        let failure_timeout = parse_duration("cluster.failure_timeout", &self.failure_timeout)?;
         if heartbeat_interval < Duration::from_millis(10) {
             return Err(invalid("cluster.heartbeat_interval", "must be at least 10ms"));
         }
@@ -161,6 +177,8 @@ impl RawCluster {
             election_timeout,
             write_lease,
             write_hold,
+            failure_timeout,
+            auto_failover: self.auto_failover,
             peers,
         })
     }

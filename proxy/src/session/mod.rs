@@ -244,6 +244,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                     if let (Some(sent), Some(a)) = (self.sent_at.take(), &self.st.route.attached) {
                         a.status.record_query_rtt(sent.elapsed());
+                        self.st.shared.metrics.latency.record(&a.shard_name, a.role, sent.elapsed());
                     }
                     self.relay_server().await?;
                 }

@@ -255,6 +255,7 @@ fn no_primary(
     {
         return (node, reason, None);
     }
+    tracing::debug!(version = t.version, shard = %t.shards[shard].name, "no writable primary");
     let e = crate::cluster::gate::refusal(crate::cluster::gate::Closed::NoPrimary, &t.shards[shard].name);
     let node = t.shards[shard].replicas.first().copied().unwrap_or_default();
     (node, reason, Some(e))
@@ -540,7 +541,9 @@ impl State {
         if err.is_some() {
             self.route.planned_error = err;
         }
-        let writes = decision.writes && self.route.planned_error.is_none();
+        // A batch that only prepares (Parse/Describe/Sync) writes nothing:
+        // it is not held; its Bind is, in the batch that runs it.
+        let writes = decision.writes && begins && self.route.planned_error.is_none();
         Ok(Plan::Server { shard, node, reason, begins, writes })
     }
 
