@@ -1,7 +1,8 @@
 //! `meridian demo --detach` and `meridian demo stop`, through the binary:
 //! the contract operators' scripts rely on (docs/demo.md), and the layout
-//! it starts: two shards over three regions, the sample data on the shard
-//! Meridian routes its owner to.
+//! it starts: two shards over three regions, three Meridian nodes (one per
+//! region, one Raft group, each its own process), the sample data on the
+//! shard Meridian routes its owner to.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -74,6 +75,40 @@ async fn direct(state: &DemoState, server: &PostgresServer) -> anyhow::Result<to
     Ok(client)
 }
 
+/// Connects to `url` (a node's client or admin URL).
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let config: tokio_postgres::Config = url.parse()?;
+    let (client, connection) =
+        config.connect(tokio_postgres::NoTls).await.with_context(|| format!("connecting to {url}"))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Every row of `sql`, run as a simple query.
+async fn simple_rows(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> anyhow::Result<Vec<tokio_postgres::SimpleQueryRow>> {
+    let messages = client.simple_query(sql).await.with_context(|| format!("{sql} through Meridian"))?;
+    Ok(messages
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The simulated round trip between two regions, in milliseconds.
+fn round_trip_ms(a: &str, b: &str) -> f64 {
+    match (a, b) {
+        _ if a == b => 1.0,
+        ("us-east", "eu-west") | ("eu-west", "us-east") => 40.0,
+        ("eu-west", "ap-south") | ("ap-south", "eu-west") => 110.0,
+        _ => 150.0,
+    }
+}
+
 /// The first column of the first row of `sql`, run as a simple query.
 async fn simple_value(client: &tokio_postgres::Client, sql: &str) -> anyhow::Result<String> {
     let messages = client.simple_query(sql).await.with_context(|| format!("{sql} through Meridian"))?;
@@ -121,7 +156,10 @@ async fn detached_demo_serves_clients_and_stop_ends_every_process() -> anyhow::R
         "\"postgres_servers\"",
         "\"client_url\"",
         "\"admin_url\": \"postgresql://",
-        "\"http_url\": null",
+        "\"http_url\": \"http://127.0.0.1:",
+        "\"raft_url\": \"http://127.0.0.1:",
+        "\"member_id\"",
+        "\"latency_ms_by_node\"",
         "\"shard\"",
         "\"region\"",
         "\"role\"",
@@ -138,13 +176,27 @@ async fn detached_demo_serves_clients_and_stop_ends_every_process() -> anyhow::R
     assert_eq!(state.status, Status::Ready);
     assert_eq!(state.dir, std::fs::canonicalize(&dir)?);
     assert_eq!(state.app_user, "app");
-    assert_eq!(state.meridian_nodes.len(), 1, "{raw}");
+    // Three Meridian nodes, one per region, each its own process.
+    assert_eq!(state.meridian_nodes.len(), 3, "{raw}");
+    let expected_nodes = [("meridian-1", "us-east"), ("meridian-2", "eu-west"), ("meridian-3", "ap-south")];
+    for (node, (id, region)) in state.meridian_nodes.iter().zip(expected_nodes) {
+        assert_eq!((node.id.as_str(), node.region.as_str()), (id, region), "{raw}");
+        assert!(node.client_url.starts_with("postgresql://app:"), "{}", node.client_url);
+        assert!(node.client_url.ends_with(&format!("/{}", state.database)), "{}", node.client_url);
+        let admin = node.admin_url.as_deref().context("admin_url")?;
+        assert!(admin.ends_with("/meridian"), "{admin}");
+        assert!(node.http_url.as_deref().is_some_and(|u| u.starts_with("http://127.0.0.1:")), "{raw}");
+        assert!(node.raft_url.as_deref().is_some_and(|u| u.starts_with("http://127.0.0.1:")), "{raw}");
+        assert_ne!(node.pid, state.pid, "{id} runs in the demo process: {raw}");
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", node.pid))?;
+        assert!(cmdline.split(|b| *b == 0).any(|arg| arg == b"serve"), "{id} is not a `meridian serve` process");
+        assert!(stdout.contains(&format!("psql \"{}\"", node.client_url)), "{stdout}");
+    }
+    let distinct: BTreeSet<u32> = state.meridian_nodes.iter().map(|n| n.pid).collect();
+    assert_eq!(distinct.len(), 3, "{raw}");
+    let urls: BTreeSet<&str> = state.meridian_nodes.iter().map(|n| n.client_url.as_str()).collect();
+    assert_eq!(urls.len(), 3, "{raw}");
     let node = &state.meridian_nodes[0];
-    assert_eq!(node.id, "meridian-1");
-    assert_eq!(node.region, "us-east");
-    assert!(node.client_url.starts_with("postgresql://app:"), "{}", node.client_url);
-    assert!(node.client_url.ends_with(&format!("/{}", state.database)), "{}", node.client_url);
-    assert!(stdout.contains(&format!("psql \"{}\"", node.client_url)), "{stdout}");
     assert!(stdout.contains("inet_server_port()"), "{stdout}");
 
     // Six servers: two shards, each a primary and two replicas, every
@@ -175,16 +227,20 @@ async fn detached_demo_serves_clients_and_stop_ends_every_process() -> anyhow::R
     for server in servers {
         let relay = server.relay_port.context("every server has a relay")?;
         assert!(ports.insert(server.port) && ports.insert(relay), "ports are reused: {raw}");
+        // latency_ms is meridian-1's (us-east); latency_ms_by_node every node's.
         let latency = server.latency_ms.context("every server has a latency")?;
-        let expected = match server.region.as_str() {
-            "us-east" => 1.0,
-            "eu-west" => 40.0,
-            _ => 150.0,
-        };
+        let expected = round_trip_ms("us-east", &server.region);
         assert!((latency - expected).abs() < 0.01, "{}: {latency} ms: {raw}", server.name);
+        for n in &state.meridian_nodes {
+            let latency =
+                server.latency_ms_by_node.get(&n.id).with_context(|| format!("{} from {}", server.name, n.id))?;
+            let expected = round_trip_ms(&n.region, &server.region);
+            assert!((latency - expected).abs() < 0.01, "{} from {}: {latency} ms: {raw}", server.name, n.id);
+        }
     }
 
-    let mut pids = vec![node.pid];
+    let mut pids = vec![state.pid];
+    pids.extend(state.meridian_nodes.iter().map(|n| n.pid));
     for server in &state.postgres_servers {
         assert!(server.data_dir.starts_with(&state.dir), "{raw}");
         pids.push(server.pid.context("a running server has a pid")?);
@@ -280,6 +336,79 @@ async fn detached_demo_serves_clients_and_stop_ends_every_process() -> anyhow::R
     assert_eq!(tests, 1, "the pet inserted for owner 1 is not on {}", shard_of(1));
     drop(client);
     let _ = driver.await;
+
+    // Every node serves clients and its admin console, and routes by the one
+    // topology in Raft: a row written through meridian-1 is read through
+    // meridian-2 and meridian-3 (from the primary: read-your-writes is per
+    // session).
+    let id = (2000..).find(|id| shard_of(*id) == "s2").context("no owner id for s2")?;
+    let first = connect(&state.meridian_nodes[0].client_url).await?;
+    first
+        .execute(
+            "INSERT INTO owners (owner_id, name, email, city) VALUES ($1, 'Raft Owner', 'raft@example.com', 'Porto')",
+            &[&id],
+        )
+        .await
+        .context("writing through meridian-1")?;
+    for n in &state.meridian_nodes {
+        let client = connect(&n.client_url).await?;
+        assert_eq!(simple_value(&client, "SELECT 1").await?, "1", "{}", n.id);
+        client.batch_execute("SET meridian.read_consistency = primary").await?;
+        let name: String = client.query_one("SELECT name FROM owners WHERE owner_id = $1", &[&id]).await?.get(0);
+        assert_eq!(name, "Raft Owner", "read through {}", n.id);
+        // A write through every node: each holds its write lease.
+        client
+            .execute("UPDATE owners SET city = $2 WHERE owner_id = $1", &[&id, &n.id])
+            .await
+            .with_context(|| format!("writing through {}", n.id))?;
+
+        let admin = connect(n.admin_url.as_deref().context("admin_url")?).await?;
+        let shards = simple_rows(&admin, "SHOW SHARDS").await?;
+        let names: Vec<&str> = shards.iter().filter_map(|r| r.get("name")).collect();
+        assert_eq!(names, ["s1", "s2"], "SHOW SHARDS on {}", n.id);
+        // Each node sees its own distances: the servers of its own region
+        // are its nearest (the health probes' round trips).
+        let latency = simple_rows(&admin, "SHOW LATENCY").await?;
+        let (mut local, mut remote) = (f64::MAX, f64::MAX);
+        for row in &latency {
+            let (Some(region), Some(rtt)) = (row.get("region"), row.get("rtt_ms").and_then(|v| v.parse::<f64>().ok()))
+            else {
+                continue;
+            };
+            let expected = round_trip_ms(&n.region, region);
+            assert!(rtt >= expected - 1.0, "{} sees {rtt} ms to {region}, below the simulated {expected} ms", n.id);
+            if region == n.region {
+                local = local.min(rtt);
+            } else {
+                remote = remote.min(rtt);
+            }
+        }
+        assert!(local < remote, "{}: nearest local server {local} ms, nearest remote {remote} ms", n.id);
+    }
+    let city: String = first.query_one("SELECT city FROM owners WHERE owner_id = $1", &[&id]).await?.get(0);
+    assert_eq!(city, "meridian-3", "the last write (through meridian-3) is read through meridian-1");
+    drop(first);
+
+    // A drill: one node killed, the other two keep a quorum and serve
+    // writes; the demo keeps running.
+    let killed = &state.meridian_nodes[2];
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(killed.pid)?), nix::sys::signal::Signal::SIGKILL)?;
+    // If it led, the others elect a new leader first (1 to 2 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = async {
+            let survivor = connect(&state.meridian_nodes[1].client_url).await?;
+            survivor.execute("UPDATE owners SET city = 'after the drill' WHERE owner_id = $1", &[&id]).await?;
+            anyhow::Ok(())
+        };
+        match attempt.await {
+            Ok(()) => break,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e.context("a write through meridian-2 with meridian-3 down"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
 
     // Stop: every process listed is gone, demo.json says so.
     let stopped_at = tokio::time::Instant::now();

@@ -89,14 +89,16 @@ async fn start_shard(dir: &Path, index: usize) -> anyhow::Result<PgCluster> {
     Ok(cluster)
 }
 
-/// The JSON description of every server; with the relays once `network`
-/// runs.
+/// The JSON description of every server; with the switches and relays
+/// once `network` runs.
 pub fn describe(shards: &Shards, network: Option<&Network>) -> Vec<PostgresServer> {
     shards
         .servers()
         .into_iter()
         .map(|Server { place, pg }| {
-            let link = network.and_then(|n| n.link(&place.name));
+            let switch = network.and_then(|n| n.server(&place.name));
+            let first = switch.and_then(|s| s.link(super::NODE_ID));
+            let rtt_ms = |delay: std::time::Duration| (delay * 2).as_secs_f64() * 1000.0;
             PostgresServer {
                 shard: place.shard.into(),
                 region: place.region.to_string(),
@@ -107,8 +109,11 @@ pub fn describe(shards: &Shards, network: Option<&Network>) -> Vec<PostgresServe
                 data_dir: pg.data_dir().to_path_buf(),
                 url: Some(format!("postgresql://{APP_USER}:{APP_PASSWORD}@{}:{}/{DATABASE}", pg.host(), pg.port())),
                 log_file: Some(pg.log_file().to_path_buf()),
-                relay_port: link.map(|l| l.relay.local_addr().port()),
-                latency_ms: link.map(|l| (l.delay * 2).as_secs_f64() * 1000.0),
+                relay_port: switch.map(|s| s.local_addr().port()),
+                latency_ms: first.map(|l| rtt_ms(l.delay)),
+                latency_ms_by_node: switch
+                    .map(|s| s.links().iter().map(|l| (l.from.to_owned(), rtt_ms(l.delay))).collect())
+                    .unwrap_or_default(),
                 name: place.name,
                 extra: Default::default(),
             }

@@ -6,12 +6,13 @@
 //!              us-east                eu-west                ap-south
 //!   s1    s1-primary          s1-replica-eu-west     s1-replica-ap-south
 //!   s2    s2-replica-us-east  s2-primary             s2-replica-ap-south
-//!   node  meridian-1
+//!   node  meridian-1          meridian-2             meridian-3
 //! ```
 //!
-//! Every region holds a server of each shard. Everything runs on
-//! 127.0.0.1; a region is only a label plus the delay that the fault relay
-//! in front of each server adds ([`one_way_delay`]). Replication between
+//! Every region holds a server of each shard and a Meridian node; the three
+//! nodes form one Raft group. Everything runs on 127.0.0.1; a region is
+//! only a label plus the delay that the fault relays between a Meridian
+//! node and a server (or another node) add ([`one_way_delay`]). Replication between
 //! servers is not delayed. Pure data and functions: nothing here starts
 //! anything.
 
@@ -48,9 +49,24 @@ impl fmt::Display for Region {
     }
 }
 
-/// The region of the one Meridian node (`meridian-1`). Issue [3] adds a
-/// node per region; [`one_way_delay`] already takes the node's region.
-pub const MERIDIAN_REGION: Region = Region::UsEast;
+/// One Meridian node of the demo: its name, Raft member id and region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeridianPlace {
+    /// `meridian-1`: the node name, also in demo.json (`id`).
+    pub name: &'static str,
+    /// Its Raft member id (`cluster.member_id`).
+    pub member_id: u64,
+    pub region: Region,
+}
+
+/// The Meridian nodes, one per region, in member-id order. The first is
+/// [`super::NODE_ID`]; a connection to a relay from a process that is not
+/// one of these nodes is delayed as if it came from the first.
+pub static MERIDIAN_NODES: [MeridianPlace; 3] = [
+    MeridianPlace { name: "meridian-1", member_id: 1, region: Region::UsEast },
+    MeridianPlace { name: "meridian-2", member_id: 2, region: Region::EuWest },
+    MeridianPlace { name: "meridian-3", member_id: 3, region: Region::ApSouth },
+];
 
 /// Simulated round-trip time between two regions: roughly what the public
 /// cloud regions of these names see, scaled down to keep the demo brisk.
@@ -153,6 +169,17 @@ mod tests {
         assert_eq!(one_way_delay(Region::UsEast, Region::EuWest), Duration::from_millis(20));
         assert_eq!(one_way_delay(Region::UsEast, Region::ApSouth), Duration::from_millis(75));
         assert_eq!(one_way_delay(Region::UsEast, Region::UsEast), Duration::from_micros(500));
+    }
+
+    #[test]
+    fn one_meridian_node_per_region_and_the_first_is_node_id() {
+        assert_eq!(MERIDIAN_NODES[0].name, crate::demo::NODE_ID);
+        for region in Region::ALL {
+            assert_eq!(MERIDIAN_NODES.iter().filter(|n| n.region == region).count(), 1, "{region}");
+        }
+        for (i, node) in MERIDIAN_NODES.iter().enumerate() {
+            assert_eq!(node.member_id, i as u64 + 1);
+        }
     }
 
     #[test]

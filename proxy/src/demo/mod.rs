@@ -5,9 +5,10 @@
 //!   meridian demo [--dir DIR]            foreground; Ctrl-C or SIGTERM stops it
 //!   meridian demo [--dir DIR] --detach   re-runs itself as
 //!       meridian demo --dir DIR --foreground-child   (own session, log in DIR/demo.log)
-//!     and returns once DIR/demo.json says "ready" and SELECT 1 works through Meridian
-//!   meridian demo stop --dir DIR         SIGTERM the demo process, make sure
-//!                                        PostgreSQL is down, mark demo.json "stopped"
+//!     and returns once DIR/demo.json says "ready" and SELECT 1 works through every node
+//!   meridian demo stop --dir DIR         SIGTERM the demo process, make sure its
+//!                                        Meridian nodes and PostgreSQL are down,
+//!                                        mark demo.json "stopped"
 //! ```
 //!
 //! Only one demo runs per directory: the demo process holds an exclusive
@@ -15,19 +16,22 @@
 //! (and the pid recorded in demo.json) first.
 //!
 //! What it runs (docs/demo.md): two shards, `s1` and `s2`, each a primary
-//! and two streaming replicas spread over three simulated regions, and one
-//! Meridian node in `us-east` that reaches every server through a relay
-//! adding the latency between the regions.
+//! and two streaming replicas spread over three simulated regions, and
+//! three Meridian nodes, one per region, in one Raft group, each its own
+//! process. Every node reaches every server (and every other node's Raft
+//! endpoint) through a relay adding the latency between their regions.
 //!
 //! Modules: [`run`] is the demo process; [`layout`] says where everything
 //! is and how far apart; [`cluster`] is the PostgreSQL side and [`sample`]
-//! its data; [`network`] the relays; [`node_config`] the node's generated
-//! files; [`state`] the demo.json file; [`stop`] the stop command.
+//! its data; [`network`] the switches and relays; [`node_config`] the
+//! nodes' generated files; [`nodes`] their processes; [`state`] the
+//! demo.json file; [`stop`] the stop command.
 
 mod cluster;
 mod layout;
 mod network;
 mod node_config;
+mod nodes;
 mod run;
 mod sample;
 pub mod state;
@@ -50,7 +54,8 @@ pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app";
 /// The database holding the sample data, owned by the app role.
 pub const DATABASE: &str = "demo";
-/// The one Meridian node's id.
+/// The first Meridian node's id (`us-east`); the others are `meridian-2`
+/// (`eu-west`) and `meridian-3` (`ap-south`).
 pub const NODE_ID: &str = "meridian-1";
 
 /// The demo process's log when detached.
@@ -144,7 +149,7 @@ fn detach(dir: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let exe = std::env::current_exe().context("finding the meridian binary")?;
-    let mut child = std::process::Command::new(&exe)
+    let mut child = self_command()
         .arg("demo")
         .arg("--dir")
         .arg(&dir)
@@ -169,7 +174,7 @@ fn detach(dir: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for the child's demo.json to say "ready", then checks the node
+/// Waits for the child's demo.json to say "ready", then checks every node
 /// ourselves. On failure, interruption or timeout the child is stopped and
 /// the error carries the tail of its log.
 async fn wait_ready(dir: &Path, child: &mut Child, log_path: &Path) -> anyhow::Result<DemoState> {
@@ -191,13 +196,17 @@ async fn wait_ready(dir: &Path, child: &mut Child, log_path: &Path) -> anyhow::R
         {
             match state.status {
                 Status::Ready => {
-                    let url = state.meridian_nodes.first().map(|n| n.client_url.clone());
-                    let Some(url) = url else {
+                    if state.meridian_nodes.is_empty() {
                         break anyhow::anyhow!("demo.json lists no Meridian node");
-                    };
-                    match run::check_url(&url, Duration::from_secs(15)).await {
-                        Ok(()) => return Ok(state),
-                        Err(e) => break e.context(format!("SELECT 1 through {url}")),
+                    }
+                    let checks = state.meridian_nodes.iter().map(|node| async move {
+                        run::check_url(&node.client_url, Duration::from_secs(15))
+                            .await
+                            .with_context(|| format!("SELECT 1 through {} ({})", node.id, node.client_url))
+                    });
+                    match futures_util::future::try_join_all(checks).await {
+                        Ok(_) => return Ok(state),
+                        Err(e) => break e,
                     }
                 }
                 Status::Failed | Status::Stopping | Status::Stopped => {
@@ -252,25 +261,53 @@ fn print_ready(state: &DemoState, detached: bool) {
     let dir = state.dir.display();
     let mut out = String::new();
     let _ = writeln!(out, "\nMeridian demo is running in {dir} (pid {}).\n", state.pid);
-    let _ = writeln!(out, "Connect through Meridian (applications), database \"{}\":", state.database);
+    let _ = writeln!(
+        out,
+        "Connect through Meridian (applications), database \"{}\"; any node, one Raft group:",
+        state.database
+    );
+    let client_width = state.meridian_nodes.iter().map(|n| n.client_url.len()).max().unwrap_or(0) + 2;
     for node in &state.meridian_nodes {
-        let _ = writeln!(out, "  psql \"{}\"      # {} ({})", node.client_url, node.id, node.region);
+        let quoted = format!("\"{}\"", node.client_url);
+        let _ = writeln!(out, "  psql {quoted:<client_width$}  # {} ({}, pid {})", node.id, node.region, node.pid);
     }
-    let from = state.meridian_nodes.first().map_or("Meridian", |n| n.id.as_str());
+    let _ = writeln!(
+        out,
+        "Admin console (user {} is an admin; SHOW HELP lists the commands), HTTP endpoints:",
+        state.app_user
+    );
+    for node in &state.meridian_nodes {
+        let admin = node.admin_url.clone().unwrap_or_else(|| admin_url(&node.client_url));
+        let quoted = format!("\"{admin}\"");
+        let http = node.http_url.as_deref().unwrap_or("-");
+        let _ = writeln!(out, "  psql {quoted:<client_width$}  # {} admin; {http}/metrics", node.id);
+    }
+
+    let ids: Vec<&str> = state.meridian_nodes.iter().map(|n| n.id.as_str()).collect();
     let _ = writeln!(
         out,
         "\nPostgreSQL, straight to each server (bypassing Meridian and the simulated latency);\n\
-         the last column is the round trip {from} sees through the relay in front of it:"
+         the last columns are the round trip each Meridian node sees through the relays:"
     );
     let urls: Vec<String> = state.postgres_servers.iter().map(|server| server_url(state, server)).collect();
     let width = urls.iter().map(String::len).max().unwrap_or(0) + 2;
     let name_width = state.postgres_servers.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let header: String = ids.iter().map(|id| format!("  {id:>10}")).collect();
+    // "  psql " + URL + "  # " + name + "  " + role + "  " + region
+    let indent = 7 + width + 4 + name_width + 2 + 7 + 2 + 8;
+    let _ = writeln!(out, "{:indent$}{header}", "");
     for (server, url) in state.postgres_servers.iter().zip(&urls) {
         let quoted = format!("\"{url}\"");
-        let rtt = server.latency_ms.map(|ms| format!("{ms:>5.0} ms")).unwrap_or_default();
+        let rtts: String = if server.latency_ms_by_node.is_empty() {
+            server.latency_ms.map(|ms| format!("  {:>7.0} ms", ms)).unwrap_or_default()
+        } else {
+            ids.iter()
+                .map(|id| server.latency_ms_by_node.get(*id).map(|ms| format!("  {ms:>7.0} ms")).unwrap_or_default())
+                .collect()
+        };
         let _ = writeln!(
             out,
-            "  psql {quoted:<width$}  # {:<name_width$}  {:<7}  {:<8}  {rtt}",
+            "  psql {quoted:<width$}  # {:<name_width$}  {:<7}  {:<8}{rtts}",
             server.name, server.role, server.region
         );
     }
@@ -305,22 +342,20 @@ fn print_ready(state: &DemoState, detached: bool) {
                 out,
                 "  psql \"{url}\" -c \"INSERT INTO pets (owner_id, name, species) VALUES ({id}, 'Newbie', 'dog') RETURNING pet_id, inet_server_port()\"\n\
                  \x20 psql \"{url}\" -c \"SET meridian.read_consistency = primary\" -c \"SELECT inet_server_port() FROM owners WHERE owner_id = {id}\"\n\
-                 \x20 (meridian.read_consistency: read_your_writes (default), nearest or primary; \\timing in psql shows the distance)"
+                 \x20 (meridian.read_consistency: read_your_writes (default), nearest or primary; \\timing in psql shows the distance;\n\
+                 \x20 the same statements through another node show the routing from its region)"
             );
             let admin = node.admin_url.clone().unwrap_or_else(|| admin_url(&node.client_url));
-            let _ = writeln!(
-                out,
-                "Admin console (user {} is an admin; SHOW HELP lists the commands):\n\
-                 \x20 psql \"{admin}\" -c \"EXPLAIN ROUTE SELECT * FROM owners WHERE owner_id = {id}\"",
-                state.app_user
-            );
+            let _ = writeln!(out, "  psql \"{admin}\" -c \"EXPLAIN ROUTE SELECT * FROM owners WHERE owner_id = {id}\"");
         }
     }
-    let _ = writeln!(out, "\nState: {dir}/demo.json   Config: {dir}/meridian.toml   Guide: docs/demo.md");
+    let config = state.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let _ = writeln!(out, "\nState: {dir}/demo.json   Config: {config} (and the other nodes')   Guide: docs/demo.md");
     if detached {
-        let _ = writeln!(out, "Log:   {dir}/{LOG_FILE}");
+        let _ = writeln!(out, "Log:   {dir}/{LOG_FILE}   Nodes' logs: {dir}/nodes/<id>/meridian.log");
         let _ = writeln!(out, "Stop:  meridian demo stop --dir {dir}");
     } else {
+        let _ = writeln!(out, "Nodes' logs: {dir}/nodes/<id>/meridian.log");
         let _ = writeln!(out, "Stop:  Ctrl-C here, or `meridian demo stop --dir {dir}`");
     }
     say(out.trim_end());
@@ -351,6 +386,20 @@ pub(crate) fn admin_url(client_url: &str) -> String {
         Some((server, _database)) => format!("{server}/meridian"),
         None => client_url.to_owned(),
     }
+}
+
+/// A command running this very binary: `/proc/self/exe`, which stays valid
+/// when the file is replaced meanwhile (a rebuild while a demo starts),
+/// named after its path for `ps`; the path itself where there is no
+/// `/proc`.
+pub(crate) fn self_command() -> std::process::Command {
+    use std::os::unix::process::CommandExt as _;
+    let path = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("meridian"));
+    let shown = path.to_string_lossy().trim_end_matches(" (deleted)").to_owned();
+    let proc_exe = Path::new("/proc/self/exe");
+    let mut cmd = std::process::Command::new(if proc_exe.exists() { proc_exe } else { path.as_path() });
+    cmd.arg0(shown);
+    cmd
 }
 
 /// Prints a line on stdout; a closed stdout (the terminal went away) is

@@ -1,19 +1,26 @@
-//! The files the demo's Meridian node runs from: `DIR/users.toml` and
-//! `DIR/meridian.toml`, with a `[topology]` of both shards whose node
-//! addresses are the relays ([`Network`]).
+//! The files the demo's Meridian nodes run from: `DIR/users.toml`, shared,
+//! and for each node `DIR/nodes/<name>/meridian.toml`: its listeners, its
+//! `[cluster]` (member id, Raft endpoint and data, the three peers) and
+//! the same seed `[topology]` of both shards, whose node addresses are the
+//! switches ([`Network`]).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use super::cluster::Shards;
-use super::layout::{Region, SHARDS};
+use super::layout::{MERIDIAN_NODES, MeridianPlace, Region, SHARDS};
 use super::network::Network;
 use super::sample::TABLES;
-use super::{APP_PASSWORD, APP_USER, DATABASE, NODE_ID};
+use super::{APP_PASSWORD, APP_USER, DATABASE};
 
-/// The generated node configuration's name in the demo directory.
+/// A node's configuration file, in its directory.
 pub const CONFIG_FILE: &str = "meridian.toml";
+/// A node's log (its stdout and stderr), in its directory.
+pub const NODE_LOG_FILE: &str = "meridian.log";
+/// A node's Raft log and snapshots, in its directory.
+pub const RAFT_DIR: &str = "raft";
 /// The generated users file's name in the demo directory.
 pub const USERS_FILE: &str = "users.toml";
 
@@ -24,6 +31,29 @@ const SHUTDOWN_GRACE: &str = "5s";
 /// A probe logs in (about three round trips) and then queries (two) over a
 /// link of up to 150 ms: the default 1 s is too tight for ap-south.
 const PROBE_TIMEOUT: &str = "3s";
+
+/// `DIR/nodes`: every node's directory.
+pub fn nodes_dir(dir: &Path) -> PathBuf {
+    dir.join("nodes")
+}
+
+/// `DIR/nodes/<name>`: a node's config, log and Raft data.
+pub fn node_dir(dir: &Path, node: &MeridianPlace) -> PathBuf {
+    nodes_dir(dir).join(node.name)
+}
+
+/// Where one node listens.
+#[derive(Debug, Clone, Copy)]
+pub struct NodePorts {
+    /// Clients and the admin console.
+    pub client: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub http: SocketAddr,
+    /// The node's own Raft endpoint.
+    pub raft_listen: SocketAddr,
+    /// The switch in front of it: what the other members call.
+    pub raft_switch: SocketAddr,
+}
 
 /// Writes `DIR/users.toml` (mode 0600): the app user, with a SCRAM secret
 /// for clients, the password Meridian uses for PostgreSQL (and for health
@@ -47,48 +77,83 @@ pub fn write_users(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Writes `DIR/meridian.toml` for a node listening on `127.0.0.1:port`.
+/// Writes `DIR/nodes/<name>/meridian.toml` for `MERIDIAN_NODES[index]`,
+/// given every node's ports (in [`MERIDIAN_NODES`] order).
 pub fn write_config(
     dir: &Path,
-    port: u16,
-    region: Region,
+    index: usize,
+    ports: &[NodePorts],
     shards: &Shards,
     network: &Network,
 ) -> anyhow::Result<PathBuf> {
-    let path = dir.join(CONFIG_FILE);
-    let text = render(&path, port, region, shards, network)?;
+    let node = &MERIDIAN_NODES[index];
+    let node_dir = node_dir(dir, node);
+    std::fs::create_dir_all(&node_dir).with_context(|| format!("creating {}", node_dir.display()))?;
+    let path = node_dir.join(CONFIG_FILE);
+    let text = render(dir, index, ports, shards, network)?;
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 
-/// The text of meridian.toml.
-fn render(path: &Path, port: u16, region: Region, shards: &Shards, network: &Network) -> anyhow::Result<String> {
+/// The text of a node's meridian.toml.
+fn render(dir: &Path, index: usize, ports: &[NodePorts], shards: &Shards, network: &Network) -> anyhow::Result<String> {
     use std::fmt::Write as _;
+    let node = &MERIDIAN_NODES[index];
+    let own = ports.get(index).context("no ports for the node")?;
     let mut out = format!(
-        "# Written by `meridian demo`. `meridian serve --config {path}` runs the same node\n\
-         # while the demo's relays run (the node addresses below are the relays).\n\n\
-         [node]\nname = \"{NODE_ID}\"\nregion = \"{region}\"\n\n\
-         [listen]\naddress = \"127.0.0.1:{port}\"\n\n\
-         [auth]\nusers_file = \"{USERS_FILE}\"\n\n\
+        "# Written by `meridian demo`: {name}, one of {count} Meridian nodes (one per region) in one\n\
+         # Raft group. The PostgreSQL and Raft addresses below are the demo's switches, which\n\
+         # add the simulated latency; they live as long as the demo process.\n\n\
+         [node]\nname = \"{name}\"\nregion = \"{region}\"\n\n\
+         [listen]\naddress = \"{client}\"\n\n\
+         [http]\nlisten = \"{http}\"\n\n\
+         [auth]\nusers_file = \"{users}\"\n\n\
          [health]\nuser = \"{APP_USER}\"\ndatabase = \"{DATABASE}\"\nprobe_timeout = \"{PROBE_TIMEOUT}\"\n\n\
          [shutdown]\ngrace = \"{SHUTDOWN_GRACE}\"\n\n\
+         # The Raft timings are the defaults, meant for members up to 150 ms apart:\n\
+         # heartbeat_interval 250ms, election_timeout 1s (to 2s), write_lease 1s, write_hold 5s.\n\
+         [cluster]\nmember_id = {id}\nraft_listen = \"{raft_listen}\"\nraft_advertise = \"http://{raft_switch}\"\n\
+         client_advertise = \"{client}\"\ndata_dir = \"{data_dir}\"\n",
+        name = node.name,
+        count = MERIDIAN_NODES.len(),
+        region = node.region,
+        client = own.client,
+        http = own.http,
+        users = dir.join(USERS_FILE).display(),
+        id = node.member_id,
+        raft_listen = own.raft_listen,
+        raft_switch = own.raft_switch,
+        data_dir = node_dir(dir, node).join(RAFT_DIR).display(),
+    );
+    for (peer, peer_ports) in MERIDIAN_NODES.iter().zip(ports) {
+        let _ = write!(
+            out,
+            "\n[[cluster.peer]]\nid = {}\nname = \"{}\"\nregion = \"{}\"\nraft_addr = \"http://{}\"\nclient_addr = \"{}\"\n",
+            peer.member_id, peer.name, peer.region, peer_ports.raft_switch, peer_ports.client
+        );
+    }
+    let _ = write!(
+        out,
+        "\n# The seed of the cluster's topology: the first leader proposes it once; after\n\
+         # that every node routes by the topology committed in Raft.\n\
          [topology]\nregions = [{regions}]\n",
-        path = path.display(),
         regions = quoted(Region::ALL.iter().map(|r| r.as_str())),
     );
     for shard in &SHARDS {
         let _ = write!(out, "\n[[topology.shard]]\nname = \"{}\"\n", shard.name);
     }
     for server in shards.servers() {
-        let link = network.link(&server.place.name).with_context(|| format!("no relay for {}", server.place.name))?;
+        let switch =
+            network.server(&server.place.name).with_context(|| format!("no switch for {}", server.place.name))?;
+        let delays: Vec<String> = switch.links().iter().map(|l| format!("{} {:?}", l.from, l.delay)).collect();
         let _ = write!(
             out,
-            "\n# a relay to the server at {real}, adding {delay:?} each way\n\
-             [[topology.node]]\nname = \"{name}\"\naddress = \"{relay}\"\nshard = \"{shard}\"\nregion = \"{region}\"\nrole = \"{role}\"\n",
+            "\n# a switch to the server at {real}; added each way from {delays}\n\
+             [[topology.node]]\nname = \"{name}\"\naddress = \"{address}\"\nshard = \"{shard}\"\nregion = \"{region}\"\nrole = \"{role}\"\n",
             real = server.pg.addr(),
-            delay = link.delay,
+            delays = delays.join(", "),
             name = server.place.name,
-            relay = link.relay.local_addr(),
+            address = switch.local_addr(),
             shard = server.place.shard,
             region = server.place.region,
             role = if server.place.primary { "primary" } else { "replica" },

@@ -1,50 +1,37 @@
 //! The demo process itself (`meridian demo` in the foreground, and the
 //! child that `--detach` starts): PostgreSQL, the relays that simulate the
-//! regions, one Meridian node served in-process, `demo.json`, and an
-//! orderly stop on SIGINT or SIGTERM.
+//! regions, three Meridian nodes (child processes, one Raft group),
+//! `demo.json`, and an orderly stop on SIGINT or SIGTERM.
 //!
 //! ```text
 //!   lock DIR/demo.lock ─▶ clean up a previous run ─▶ demo.json "starting"
 //!     ─▶ shards s1 and s2 (primary + 2 replicas each, concurrently), app role, demo db, sample data
-//!     ─▶ a delaying relay in front of each server ─▶ users.toml + meridian.toml
-//!     ─▶ Node::bind + serve ─▶ SELECT 1 through it ─▶ probes have seen every replica
-//!     ─▶ demo.json "ready" ─▶ wait for SIGINT/SIGTERM
-//!     ─▶ node stops ─▶ relays stop ─▶ PostgreSQL stops ─▶ demo.json "stopped"
+//!     ─▶ a switch + relays in front of each server ─▶ users.toml
+//!     ─▶ nodes: meridian.toml ×3 ─▶ meridian serve ×3 ─▶ demo.json (their pids)
+//!     ─▶ every node: SELECT 1, a write per shard, probes ─▶ demo.json "ready"
+//!     ─▶ wait for SIGINT/SIGTERM (a node that exits meanwhile stays down)
+//!     ─▶ nodes stop ─▶ relays stop ─▶ PostgreSQL stops ─▶ demo.json "stopped"
 //! ```
 //!
 //! Ownership: this function owns the shards (whose `Drop` stops any server
-//! still running, also on a panic), the relays (whose `Drop` resets their
-//! connections) and the node's serve task, which it always awaits before
-//! returning. A signal during startup abandons it and stops whatever had
-//! started.
+//! still running, also on a panic), the network (whose `Drop` resets its
+//! connections) and the nodes (whose `Drop` kills any still running); it
+//! stops the nodes before returning. A signal during startup abandons it
+//! and stops whatever had started.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use nix::sys::signal::Signal as Sig;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::task::JoinHandle;
 
 use super::cluster::{self, Shards};
-use super::layout::{MERIDIAN_REGION, SHARDS};
 use super::network::Network;
-use super::node_config;
-use super::state::{DemoState, MeridianNode, Status, now_rfc3339};
-use super::{APP_PASSWORD, APP_USER, DATABASE, NODE_ID};
-use crate::{Config, Node, NodeHandle};
-
-/// How many times we pick another port when the node's was taken meanwhile.
-const BIND_ATTEMPTS: usize = 5;
-
-/// How long the node may take to answer its first query.
-const SELF_CHECK_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// How long we wait for the node's health probes to reach every replica
-/// (the first probe of an ap-south replica takes about 0.8 s). Until then
-/// reads go to primaries, so a slow probe only delays "ready" this long,
-/// with a warning.
-const PROBE_WAIT: Duration = Duration::from_secs(10);
+use super::node_config::{self, nodes_dir};
+use super::nodes::{self, Nodes};
+use super::state::{DemoState, Status, is_node_process, now_rfc3339};
+use super::{APP_PASSWORD, APP_USER, DATABASE};
 
 /// Runs the demo in `dir` until a signal. `log_file` is where our output
 /// goes when detached (recorded in demo.json).
@@ -86,74 +73,62 @@ pub async fn run(dir: &Path, log_file: Option<PathBuf>) -> anyhow::Result<()> {
         return fail(dir, &mut state, Some(shards), e).await;
     }
 
-    let network = match Network::start(&shards, MERIDIAN_REGION).await {
+    let mut network = match Network::start(&shards).await {
         Ok(network) => network,
         Err(e) => return fail(dir, &mut state, Some(shards), e).await,
     };
     state.postgres_servers = cluster::describe(&shards, Some(&network));
-    let (node, addr) = match bind_node(dir, &shards, &network).await {
-        Ok(bound) => bound,
+    let nodes = match node_config::write_users(dir) {
+        Ok(_) => Nodes::start(dir, &shards, &mut network).await,
+        Err(e) => Err(e),
+    };
+    let mut nodes = match nodes {
+        Ok(nodes) => nodes,
         Err(e) => return fail(dir, &mut state, Some(shards), e).await,
     };
-    let handle = node.handle();
-    let serve = tokio::spawn(node.serve());
-    let client_url = format!("postgresql://{APP_USER}:{APP_PASSWORD}@{}:{}/{DATABASE}", addr.ip(), addr.port());
+    // Recorded now, so `demo stop` finds the nodes even if we die starting.
+    state.meridian_nodes = nodes.describe();
+    state.config_file = nodes.first_config();
+    state.users_file = Some(dir.join(node_config::USERS_FILE));
+    if let Err(e) = state.write(dir) {
+        nodes.stop(Sig::SIGINT).await;
+        return fail(dir, &mut state, Some(shards), e).await;
+    }
 
     let checked = tokio::select! {
-        // cancel safety: check_url only opens a client connection, and
-        // wait_probed only reads the node's health.
-        r = async {
-            check_url(&client_url, SELF_CHECK_TIMEOUT).await.context("querying through the new Meridian node")?;
-            wait_probed(&handle).await;
-            anyhow::Ok(())
-        } => r,
+        // cancel safety: wait_ready only opens client connections and
+        // polls the children.
+        r = nodes.wait_ready() => r,
         name = signals.recv() => Err(anyhow::anyhow!("interrupted by {name} during startup")),
     };
     if let Err(e) = checked {
-        stop_node(&handle, serve, &mut signals).await;
+        nodes.stop(Sig::SIGINT).await;
         return fail(dir, &mut state, Some(shards), e).await;
     }
 
     state.status = Status::Ready;
-    state.config_file = Some(dir.join(node_config::CONFIG_FILE));
-    state.users_file = Some(dir.join(node_config::USERS_FILE));
-    state.meridian_nodes = vec![MeridianNode {
-        id: NODE_ID.into(),
-        region: MERIDIAN_REGION.to_string(),
-        admin_url: Some(super::admin_url(&client_url)),
-        client_url,
-        http_url: None,
-        pid: std::process::id(),
-        extra: Default::default(),
-    }];
     state.postgres_servers = cluster::describe(&shards, Some(&network));
     if let Err(e) = state.write(dir) {
-        stop_node(&handle, serve, &mut signals).await;
+        nodes.stop(Sig::SIGINT).await;
         return fail(dir, &mut state, Some(shards), e).await;
     }
     tracing::info!(dir = %dir.display(), "demo ready");
     super::print_ready(&state, state.log_file.is_some());
 
-    // Run until a signal (or, should it ever happen, the node stopping).
-    let mut serve = serve;
-    let name = tokio::select! {
-        name = signals.recv() => name,
-        r = &mut serve => {
-            tracing::error!(result = ?r, "the Meridian node stopped by itself");
-            "node exit"
+    // Run until a signal. A node that exits (a drill may kill one) stays
+    // down; the others keep serving.
+    let name = loop {
+        tokio::select! {
+            name = signals.recv() => break name,
+            (node, status, log) = nodes.next_exit() => {
+                tracing::warn!(node, %status, log = %log.display(), "a Meridian node exited; the demo keeps running without it");
+            }
         }
     };
     super::say(&format!("\n{name}: stopping the demo..."));
     state.status = Status::Stopping;
     state.write(dir)?;
-    if name == "SIGINT" {
-        handle.kill();
-    } else {
-        handle.shutdown();
-    }
-    if !serve.is_finished() {
-        stop_node(&handle, serve, &mut signals).await;
-    }
+    stop_nodes(&mut nodes, if name == "SIGINT" { Sig::SIGINT } else { Sig::SIGTERM }, &mut signals).await;
     network.shutdown().await;
     let stopped = shutdown_cluster(dir, shards, &state).await;
     state.status = Status::Stopped;
@@ -162,6 +137,25 @@ pub async fn run(dir: &Path, log_file: Option<PathBuf>) -> anyhow::Result<()> {
     stopped?;
     super::say(&format!("Demo stopped. Its files stay in {}.", dir.display()));
     Ok(())
+}
+
+/// Stops the nodes with `first`; a further signal meanwhile closes every
+/// session at once (SIGINT to the nodes).
+async fn stop_nodes(nodes: &mut Nodes, first: Sig, signals: &mut Signals) {
+    let pids = nodes.running_pids();
+    let stop = nodes.stop(first);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            name = signals.recv() => {
+                tracing::info!("{name} again: closing every session now");
+                for pid in &pids {
+                    nodes::send(*pid, Sig::SIGINT);
+                }
+            }
+        }
+    }
 }
 
 /// SIGINT, SIGTERM and SIGHUP (the terminal went away; treated like
@@ -201,7 +195,12 @@ async fn clean_previous_run(dir: &Path) -> anyhow::Result<()> {
             None
         }
     };
-    let servers = previous.map(|s| s.postgres_servers).unwrap_or_default();
+    let (servers, meridian_nodes) = previous.map(|s| (s.postgres_servers, s.meridian_nodes)).unwrap_or_default();
+    let orphans: Vec<u32> = meridian_nodes.iter().map(|n| n.pid).filter(|pid| is_node_process(*pid, dir)).collect();
+    if !orphans.is_empty() {
+        tracing::warn!(?orphans, "stopping Meridian nodes left running by a previous demo in this directory");
+        super::stop::stop_nodes(dir, &orphans).await?;
+    }
     if servers.iter().any(|s| s.pid.is_some_and(super::state::is_alive)) || !cluster::leftover_servers(dir).is_empty() {
         tracing::warn!("stopping PostgreSQL servers left running by a previous demo in this directory");
     }
@@ -209,59 +208,15 @@ async fn clean_previous_run(dir: &Path) -> anyhow::Result<()> {
     if let Some(e) = errors.into_iter().next() {
         return Err(e.context("cannot stop the servers of a previous demo in this directory"));
     }
-    let pg = cluster::pg_dir(dir);
-    match std::fs::remove_dir_all(&pg) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing the previous demo's {}", pg.display())),
-    }
-}
-
-/// Writes users.toml and meridian.toml and binds the node on a free port.
-async fn bind_node(dir: &Path, shards: &Shards, network: &Network) -> anyhow::Result<(Node, SocketAddr)> {
-    node_config::write_users(dir)?;
-    let mut last_error = None;
-    for _ in 0..BIND_ATTEMPTS {
-        let port = harness::free_port()?;
-        let config_file = node_config::write_config(dir, port, MERIDIAN_REGION, shards, network)?;
-        let config = Config::load(&config_file)?;
-        match Node::bind(config).await {
-            Ok(node) => {
-                let addr = node.local_addr()?;
-                return Ok((node, addr));
-            }
-            Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                tracing::debug!(port, "port taken, trying another");
-                last_error = Some(e);
-            }
-            Err(e) => return Err(e).context("starting the Meridian node"),
+    // PostgreSQL data and the nodes' Raft logs: a new cluster each time.
+    for old in [cluster::pg_dir(dir), nodes_dir(dir)] {
+        match std::fs::remove_dir_all(&old) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing the previous demo's {}", old.display())),
         }
     }
-    Err(anyhow::anyhow!("no free port for the Meridian node: {last_error:?}"))
-}
-
-/// Waits until the node's health probes have found every replica up and
-/// in recovery, so that the first reads can already go to replicas. Gives
-/// up after [`PROBE_WAIT`] with a warning: reads then go to the primaries
-/// until the probes succeed.
-async fn wait_probed(handle: &NodeHandle) {
-    let want: usize = SHARDS.iter().map(|shard| shard.replicas.len()).sum();
-    let deadline = tokio::time::Instant::now() + PROBE_WAIT;
-    loop {
-        let probed = handle.replicas_probed();
-        if probed >= want {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(
-                probed,
-                want,
-                "not every replica answered a health probe yet; reads use primaries until then"
-            );
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    Ok(())
 }
 
 /// Connects to `url` and runs `SELECT 1`, retrying until `timeout`.
@@ -285,26 +240,6 @@ pub async fn check_url(url: &str, timeout: Duration) -> anyhow::Result<()> {
                 anyhow::bail!("SELECT 1 timed out")
             }
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
-/// Asks the node to stop (if not asked yet) and waits for its serve task;
-/// a further signal cuts every session at once.
-async fn stop_node(handle: &NodeHandle, mut serve: JoinHandle<()>, signals: &mut Signals) {
-    handle.shutdown();
-    loop {
-        tokio::select! {
-            r = &mut serve => {
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "the Meridian node's task failed");
-                }
-                return;
-            }
-            name = signals.recv() => {
-                tracing::info!("{name} again: closing every session now");
-                handle.kill();
-            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! added, existing ones are never renamed. Readers therefore accept fields
 //! they do not know and keep them (`extra`) when they rewrite the file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,8 +40,9 @@ pub struct DemoState {
     pub status: Status,
     /// The demo directory (absolute).
     pub dir: PathBuf,
-    /// The demo process: it serves every Meridian node and owns the
-    /// PostgreSQL servers.
+    /// The demo process: it starts the Meridian nodes (each its own
+    /// process, `meridian_nodes[].pid`), runs the relays between regions
+    /// and owns the PostgreSQL servers.
     pub pid: u32,
     /// RFC 3339, UTC.
     pub started_at: String,
@@ -56,7 +58,8 @@ pub struct DemoState {
     pub meridian_nodes: Vec<MeridianNode>,
     #[serde(default)]
     pub postgres_servers: Vec<PostgresServer>,
-    /// The generated node configuration and users file.
+    /// The generated configuration of the first node (each node's is
+    /// `meridian_nodes[].config_file`) and the users file they share.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,12 +79,29 @@ pub struct MeridianNode {
     pub region: String,
     /// For applications: `postgresql://app:app@127.0.0.1:PORT/DB`.
     pub client_url: String,
-    /// The admin console; not served yet.
+    /// The admin console: database `meridian` on the client port.
     pub admin_url: Option<String>,
-    /// `/metrics`, `/healthz`, `/readyz`; not served yet.
+    /// `/metrics`, `/healthz`, `/readyz`: `http://127.0.0.1:PORT`.
     pub http_url: Option<String>,
-    /// The process serving the node.
+    /// The process serving the node (`meridian serve --config ...`).
     pub pid: u32,
+    /// Its Raft member id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<u64>,
+    /// Its Raft endpoint as the other members reach it (through the
+    /// demo's relays): `http://127.0.0.1:PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_url: Option<String>,
+    /// Where its Raft endpoint listens itself (no added latency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_listen: Option<String>,
+    /// Its generated configuration, log and Raft data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -109,14 +129,20 @@ pub struct PostgresServer {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_file: Option<PathBuf>,
-    /// The fault relay (on `host`) through which the Meridian node reaches
-    /// this server: its address in the node's topology.
+    /// The port (on `host`) through which every Meridian node reaches this
+    /// server: its address in the topology. It delays each node's
+    /// connections by that node's distance (`latency_ms_by_node`); any
+    /// other client's like `meridian-1`'s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay_port: Option<u16>,
-    /// The round-trip time the relay adds between the Meridian node and
-    /// this server, in milliseconds (half of it each way).
+    /// The round-trip time added between `meridian-1` and this server, in
+    /// milliseconds (half of it each way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// The round-trip time added between each Meridian node (by id) and
+    /// this server, in milliseconds.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub latency_ms_by_node: BTreeMap<String, f64>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -149,8 +175,8 @@ impl DemoState {
         Ok(())
     }
 
-    /// Every pid this state names as Meridian's: the demo process and the
-    /// node pids (the same process today).
+    /// Every pid this state names as Meridian's: the demo process, then
+    /// the node processes.
     pub fn meridian_pids(&self) -> Vec<u32> {
         let mut pids = vec![self.pid];
         for node in &self.meridian_nodes {
@@ -190,6 +216,20 @@ pub fn is_demo_process(pid: u32) -> bool {
         return false;
     };
     cmdline.split(|b| *b == 0).any(|arg| arg == b"demo")
+}
+
+/// Whether `pid` is a live `meridian serve` process of the demo in `dir`
+/// (its config file is under `dir`), not a reused pid.
+pub fn is_node_process(pid: u32, dir: &Path) -> bool {
+    if !is_alive(pid) {
+        return false;
+    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let dir = dir.as_os_str().as_encoded_bytes();
+    args.contains(&b"serve".as_slice()) && args.iter().any(|arg| arg.starts_with(dir))
 }
 
 /// The current time as RFC 3339 in UTC, second precision.

@@ -3,12 +3,13 @@
 //! ```text
 //!   read DIR/demo.json (none: error)
 //!     ─▶ SIGTERM the demo process ─▶ wait ≤ 15 s ─▶ SIGKILL ─▶ wait ≤ 5 s
+//!     ─▶ the same for every Meridian node process listed still running
 //!     ─▶ stop every PostgreSQL server listed (or found in DIR/pg) still running
 //!     ─▶ demo.json "status": "stopped"
 //! ```
 //!
-//! The demo process normally stops PostgreSQL itself on SIGTERM; the second
-//! step covers a demo process that was SIGKILLed. Stopping a demo that is
+//! The demo process normally stops its nodes and PostgreSQL itself on
+//! SIGTERM; the later steps cover a demo process that was SIGKILLed. Stopping a demo that is
 //! already stopped succeeds.
 
 use std::path::Path;
@@ -19,7 +20,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::cluster;
-use super::state::{DemoState, STATE_FILE, Status, is_alive, is_demo_process, now_rfc3339};
+use super::state::{DemoState, STATE_FILE, Status, is_alive, is_demo_process, is_node_process, now_rfc3339};
 
 /// How long the demo process may take to stop after SIGTERM.
 const TERM_TIMEOUT: Duration = Duration::from_secs(15);
@@ -32,22 +33,16 @@ pub async fn stop(dir: &Path) -> anyhow::Result<()> {
         anyhow::bail!("{} has no {STATE_FILE}: no demo was started in this directory (check --dir)", dir.display());
     };
 
-    let pids: Vec<u32> = state.meridian_pids().into_iter().filter(|pid| is_demo_process(*pid)).collect();
-    if !pids.is_empty() {
-        println!("Stopping the Meridian demo process (pid {})...", join(&pids));
-        for pid in &pids {
-            signal(*pid, Signal::SIGTERM);
-        }
-        if !wait_gone(&pids, TERM_TIMEOUT).await {
-            let left: Vec<u32> = pids.iter().copied().filter(|p| is_alive(*p)).collect();
-            eprintln!("The demo process did not stop within {TERM_TIMEOUT:?}; killing pid {}", join(&left));
-            for pid in &left {
-                signal(*pid, Signal::SIGKILL);
-            }
-            if !wait_gone(&left, KILL_TIMEOUT).await {
-                anyhow::bail!("pid {} is still running after SIGKILL", join(&left));
-            }
-        }
+    if is_demo_process(state.pid) {
+        println!("Stopping the Meridian demo process (pid {})...", state.pid);
+        terminate(&[state.pid], "the demo process").await?;
+    }
+    // Nodes left by a demo process that was killed (or that did not stop
+    // them): only processes that are still this demo's nodes.
+    let nodes: Vec<u32> = state.meridian_nodes.iter().map(|n| n.pid).filter(|pid| is_node_process(*pid, dir)).collect();
+    if !nodes.is_empty() {
+        println!("Stopping Meridian node processes (pid {})...", join(&nodes));
+        stop_nodes(dir, &nodes).await?;
     }
 
     // The demo process may have rewritten the file while stopping.
@@ -59,6 +54,31 @@ pub async fn stop(dir: &Path) -> anyhow::Result<()> {
 
     mark_stopped(dir)?;
     println!("The demo in {} is stopped. Its files are kept.", dir.display());
+    Ok(())
+}
+
+/// Stops the Meridian node processes `pids` of the demo in `dir`
+/// (SIGTERM, then SIGKILL).
+pub async fn stop_nodes(dir: &Path, pids: &[u32]) -> anyhow::Result<()> {
+    let pids: Vec<u32> = pids.iter().copied().filter(|pid| is_node_process(*pid, dir)).collect();
+    terminate(&pids, "Meridian node").await
+}
+
+/// SIGTERM, wait up to [`TERM_TIMEOUT`], then SIGKILL whatever is left.
+async fn terminate(pids: &[u32], what: &str) -> anyhow::Result<()> {
+    for pid in pids {
+        signal(*pid, Signal::SIGTERM);
+    }
+    if !wait_gone(pids, TERM_TIMEOUT).await {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| is_alive(*p)).collect();
+        eprintln!("{what} did not stop within {TERM_TIMEOUT:?}; killing pid {}", join(&left));
+        for pid in &left {
+            signal(*pid, Signal::SIGKILL);
+        }
+        if !wait_gone(&left, KILL_TIMEOUT).await {
+            anyhow::bail!("pid {} is still running after SIGKILL", join(&left));
+        }
+    }
     Ok(())
 }
 
