@@ -14,6 +14,7 @@ use harness::{ClusterSpec, PgCluster};
 use proxy::{Config, NodeHandle};
 use tokio::task::JoinHandle;
 
+pub mod cluster;
 pub mod sharded;
 
 /// The application user every test bed creates: a superuser, so suites
