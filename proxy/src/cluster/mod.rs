@@ -105,7 +105,7 @@ impl Cluster {
             data_dir: c.data_dir.clone(),
             initial_members,
             timings,
-            tls: None,
+            tls: c.tls.clone(),
         })
         .await?;
         let gate = WriteGate::new(node.lease_handle(), c.write_hold);

@@ -41,6 +41,16 @@ pub(super) struct RawCluster {
     auto_failover: bool,
     #[serde(default)]
     peer: Vec<RawPeer>,
+    tls: Option<RawRaftTls>,
+}
+
+/// `[cluster.tls]`: mutual TLS between members (PEM files).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct RawRaftTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 fn default_heartbeat() -> String {
@@ -96,6 +106,9 @@ pub struct ClusterConfig {
     /// The voters of a new cluster (this node among them). Used once, when
     /// the cluster is initialised; ignored after that.
     pub peers: Vec<PeerConfig>,
+    /// `[cluster.tls]`: mutual TLS on the Raft endpoint (then every Raft
+    /// address is `https://`).
+    pub tls: Option<consensus::RaftTls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,15 +131,19 @@ impl RawCluster {
             value: self.raft_listen.clone(),
             reason: e.to_string(),
         })?;
-        let raft_advertise = self.raft_advertise.unwrap_or_else(|| format!("http://{raft_listen}"));
-        if !raft_advertise.starts_with("http://") {
+        let scheme = if self.tls.is_some() { "https://" } else { "http://" };
+        let raft_advertise = self.raft_advertise.unwrap_or_else(|| format!("{scheme}{raft_listen}"));
+        if !raft_advertise.starts_with(scheme) {
             return Err(ConfigError::Address {
                 key: "cluster.raft_advertise",
                 value: raft_advertise,
-                reason: "expected http://host:port".into(),
+                reason: format!("expected {scheme}host:port (with [cluster.tls] the Raft port speaks TLS)"),
             });
         }
-        let data_dir = if self.data_dir.is_absolute() { self.data_dir } else { base.join(self.data_dir) };
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let tls =
+            self.tls.map(|t| consensus::RaftTls { ca: resolve(t.ca), cert: resolve(t.cert), key: resolve(t.key) });
+        let data_dir = resolve(self.data_dir);
         let heartbeat_interval = parse_duration("cluster.heartbeat_interval", &self.heartbeat_interval)?;
         let election_timeout = parse_duration("cluster.election_timeout", &self.election_timeout)?;
         let write_lease = parse_duration("cluster.write_lease", &self.write_lease)?;
@@ -146,11 +163,11 @@ impl RawCluster {
             if peers.iter().any(|q: &PeerConfig| q.id == p.id) {
                 return Err(invalid("cluster.peer.id", format!("member {} is listed twice", p.id)));
             }
-            if !p.raft_addr.starts_with("http://") {
+            if !p.raft_addr.starts_with(scheme) {
                 return Err(ConfigError::Address {
                     key: "cluster.peer.raft_addr",
                     value: p.raft_addr,
-                    reason: "expected http://host:port".into(),
+                    reason: format!("expected {scheme}host:port"),
                 });
             }
             peers.push(PeerConfig {
@@ -180,6 +197,63 @@ impl RawCluster {
             failure_timeout,
             auto_failover: self.auto_failover,
             peers,
+            tls,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    const BASE: &str = r#"
+        [node]
+        name = "m1"
+        [listen]
+        address = "127.0.0.1:6432"
+        [auth]
+        users_file = "users.toml"
+        [cluster]
+        member_id = 1
+        raft_listen = "127.0.0.1:7001"
+        data_dir = "raft"
+    "#;
+
+    fn parse(extra: &str) -> Result<Config, String> {
+        Config::parse(&format!("{BASE}{extra}"), Path::new("/etc/meridian")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_joining_node_needs_no_topology_and_gets_defaults() {
+        let c = parse("").unwrap().cluster.unwrap();
+        assert_eq!(c.raft_advertise, "http://127.0.0.1:7001");
+        assert_eq!(c.client_advertise, "127.0.0.1:6432");
+        assert_eq!(c.data_dir, Path::new("/etc/meridian/raft"));
+        assert_eq!(c.write_lease, std::time::Duration::from_secs(1));
+        assert!(c.auto_failover && c.peers.is_empty() && c.tls.is_none());
+    }
+
+    #[test]
+    fn bad_cluster_settings_name_their_key() {
+        let peer = |id: u64, addr: &str| {
+            format!(
+                "[[cluster.peer]]\nid = {id}\nname = \"m{id}\"\nregion = \"r\"\nraft_addr = \"{addr}\"\nclient_addr = \"h:1\"\n"
+            )
+        };
+        let e = parse(&peer(2, "http://10.0.0.2:7001")).unwrap_err();
+        assert!(e.contains("cluster.peer") && e.contains("member_id = 1"), "{e}");
+        let e = parse("write_lease = \"100ms\"\n").unwrap_err();
+        assert!(e.contains("cluster.write_lease"), "{e}");
+        let e = parse("election_timeout = \"300ms\"\n").unwrap_err();
+        assert!(e.contains("cluster.election_timeout"), "{e}");
+        // With [cluster.tls], every Raft address is https://.
+        let tls = "[cluster.tls]\nca = \"ca.pem\"\ncert = \"m1.pem\"\nkey = \"m1.key\"\n";
+        let e = parse(&format!("{}{tls}", peer(1, "http://127.0.0.1:7001"))).unwrap_err();
+        assert!(e.contains("cluster.peer.raft_addr") && e.contains("https://"), "{e}");
+        let c = parse(&format!("{}{tls}", peer(1, "https://127.0.0.1:7001"))).unwrap().cluster.unwrap();
+        assert_eq!(c.raft_advertise, "https://127.0.0.1:7001");
+        assert_eq!(c.tls.unwrap().ca, Path::new("/etc/meridian/ca.pem"));
     }
 }
