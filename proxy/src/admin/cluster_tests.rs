@@ -16,6 +16,8 @@ struct ClusterConsole {
     admin: Client,
     /// The admin client's own address, as the audit log records it.
     admin_addr: String,
+    /// Where the node listens for clients.
+    addr: std::net::SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -75,7 +77,7 @@ async fn start() -> ClusterConsole {
     // The console lists its own address.
     let me = table(&admin, "SHOW CLIENTS").await;
     let admin_addr = me[0]["address"].clone().expect("client address");
-    ClusterConsole { node: handle, serve, admin, admin_addr, _dir: dir }
+    ClusterConsole { node: handle, serve, admin, admin_addr, addr, _dir: dir }
 }
 
 type Row = HashMap<String, Option<String>>;
@@ -311,4 +313,59 @@ fn audit_text(audit: &[Row], prefix: &str) -> String {
         .find(|c| c.starts_with(prefix))
         .unwrap_or_else(|| panic!("no audit entry {prefix}: {audit:?}"))
         .to_owned()
+}
+
+/// Log in to the admin console of `c` as `user` with `password`.
+async fn login(c: &ClusterConsole, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(c.addr.ip().to_string()).port(c.addr.port()).user(user).password(password).dbname("meridian");
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+#[tokio::test]
+async fn users_created_through_the_console_log_in_on_the_cluster() {
+    let c = start().await;
+    let admin = &c.admin;
+    let (version, changed) = change(admin, "CREATE USER ops PASSWORD 'ops-pw' ADMIN POOL_MODE session").await;
+    assert_eq!(changed, "t");
+    assert!(version.is_some());
+    change(admin, "CREATE USER reader PASSWORD 'r-pw' MD5").await;
+    // The cluster's users reach the data path's users through the publish
+    // task: wait for the login to work.
+    eventually("ops can log in", || async { login(&c, "ops", "ops-pw").await.is_ok() }).await;
+    let ops = login(&c, "ops", "ops-pw").await.expect("ops logs in");
+    let users = table(&ops, "SHOW USERS").await;
+    let row = find(&users, "name", "ops");
+    assert_eq!(
+        (get(row, "auth"), get(row, "admin"), get(row, "source")),
+        (Some("scram-sha-256"), Some("t"), Some("cluster"))
+    );
+    assert_eq!(get(row, "pool_mode"), Some("session"));
+    assert_eq!(get(find(&users, "name", "reader"), "auth"), Some("md5"));
+    assert_eq!(get(find(&users, "name", "boss"), "source"), Some("file"));
+    // A wrong password fails as for any user; the password is nowhere in
+    // the audit log.
+    let e = login(&c, "ops", "nope").await.expect_err("wrong password");
+    assert_eq!(e.code().map(|s| s.code()), Some("28P01"));
+    let audit = table(admin, "SHOW AUDIT").await;
+    let text = audit_text(&audit, "put user ops");
+    assert_eq!(text, "put user ops (scram-sha-256, admin) pool_mode session");
+    assert!(audit.iter().all(|r| r.values().all(|v| !v.as_deref().unwrap_or_default().contains("ops-pw"))));
+    // A non-admin cluster user cannot use the console.
+    let e = login(&c, "reader", "r-pw").await.expect_err("not an admin");
+    assert_eq!(e.code().map(|s| s.code()), Some("42501"));
+    // Dropped: the login fails again.
+    change(admin, "DROP USER ops").await;
+    eventually("ops is gone", || async { login(&c, "ops", "ops-pw").await.is_err() }).await;
+    let (code, _, _) = error(admin, "DROP USER ops").await;
+    assert_eq!(code, "42704");
+    let (code, _, _) = error(admin, "CREATE USER bad PASSWORD ''").await;
+    assert_eq!(code, "22023");
+
+    c.node.shutdown();
+    tokio::time::timeout(Duration::from_secs(20), c.serve).await.expect("node stopped").unwrap();
 }

@@ -211,6 +211,29 @@ impl Snapshot<'_> {
     }
 
     /// Every audited change, oldest first.
+    /// Every user this node accepts. `source`: `cluster` (replicated,
+    /// `CREATE USER`) or `file` (this node's users file only).
+    pub(crate) fn users(&self) -> ResultSet {
+        let mut rs = ResultSet::new(&["name", "auth", "admin", "pool_mode", "source", "backend_password"]);
+        let cluster = self.state.as_ref().map(|s| &s.users);
+        for u in self.users.iter() {
+            let source = if cluster.is_some_and(|c| c.contains_key(&u.name)) { "cluster" } else { "file" };
+            let pool_mode = u.pool_mode.map(|m| match m {
+                crate::auth::PoolMode::Transaction => "transaction",
+                crate::auth::PoolMode::Session => "session",
+            });
+            rs.push(vec![
+                text(&u.name),
+                text(u.credential.method()),
+                text(if u.admin { "t" } else { "f" }),
+                pool_mode.map(text).unwrap_or(None),
+                text(source),
+                text(if u.backend_password.is_some() { "set" } else { "none" }),
+            ]);
+        }
+        rs
+    }
+
     pub(crate) fn audit(&self) -> ResultSet {
         let mut rs = ResultSet::new(&["version", "at", "actor", "origin", "change"]);
         let Some(st) = &self.state else { return rs };

@@ -38,10 +38,11 @@ pub(crate) enum Topic {
     Tables,
     Events,
     Audit,
+    Users,
 }
 
 impl Topic {
-    const ALL: [(&'static str, Topic); 15] = [
+    const ALL: [(&'static str, Topic); 16] = [
         ("SHARDS", Topic::Shards),
         ("NODES", Topic::Nodes),
         ("POOLS", Topic::Pools),
@@ -57,6 +58,7 @@ impl Topic {
         ("TABLES", Topic::Tables),
         ("EVENTS", Topic::Events),
         ("AUDIT", Topic::Audit),
+        ("USERS", Topic::Users),
     ];
 
     fn parse(word: &str) -> Option<Topic> {
@@ -74,6 +76,10 @@ pub(crate) const HELP: &[(&str, &str)] = &[
         "PostgreSQL servers: role, region, probe state, WAL position, lag, RTT; in a cluster, state, ban, priority",
     ),
     ("SHOW TABLES", "sharded tables: key column, type, method and shard map"),
+    (
+        "SHOW USERS",
+        "client users: how they log in, admin, pool mode, and whether the cluster or the users file has them",
+    ),
     ("SHOW POOLS", "server connection pools: occupancy and counters"),
     ("SHOW CLIENTS", "client sessions: user, database, state, attached server"),
     ("SHOW SERVERS", "server connections per PostgreSQL server"),

@@ -104,6 +104,7 @@ impl Fixture {
             state: None,
             status: None,
             config: self.config.clone(),
+            users: Arc::default(),
             health: &self.health,
             pools: self.pools.clone(),
             clients: self.clients.list(),

@@ -71,6 +71,8 @@ pub(crate) struct Snapshot<'a> {
     /// This member's view of the Raft group; filled in for `SHOW CLUSTER`.
     pub status: Option<Status>,
     pub config: Arc<Config>,
+    /// The users this node accepts (its file's, with the cluster's on top).
+    pub users: Arc<crate::auth::Users>,
     pub health: &'a Health,
     pub pools: Vec<Arc<Pool>>,
     pub clients: Vec<Arc<ClientEntry>>,
@@ -102,6 +104,7 @@ impl<'a> Snapshot<'a> {
             state,
             status: None,
             config,
+            users: shared.users.load_full(),
             health: &shared.health,
             pools,
             clients: shared.clients.list(),
@@ -129,6 +132,7 @@ impl<'a> Snapshot<'a> {
             Topic::Tables => self.tables(),
             Topic::Events => self.events(),
             Topic::Audit => self.audit(),
+            Topic::Users => self.users(),
         }
     }
 
