@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use consensus::RaftRole;
-use consensus::state::{self, KeyType, KeyValue, ShardMap, TableRule};
+use consensus::state::{KeyValue, ShardMap, TableRule};
 use router::topology as rt;
 
 use super::views::{ResultSet, Snapshot, duration, flag, size, text};
@@ -156,7 +156,7 @@ impl Snapshot<'_> {
         let mut rs = ResultSet::new(&["table", "column", "type", "method", "shards", "map"]);
         let rules: Vec<TableRule> = match &self.state {
             Some(st) => st.tables.values().cloned().collect(),
-            None => self.topology.tables.iter().map(|r| from_router(r, &self.topology)).collect(),
+            None => self.topology.tables.iter().map(|r| crate::cluster::translate::rule_to_state(r, &self.topology)).collect(),
         };
         for r in rules {
             let name = match &r.schema {
@@ -322,45 +322,6 @@ fn render_value(v: &KeyValue) -> String {
             let h = format!("{u:032x}");
             format!("'{}-{}-{}-{}-{}'", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
         }
-    }
-}
-
-/// A rule of the config's (router) topology in the replicated form, for
-/// `SHOW TABLES` on a node without `[cluster]`.
-fn from_router(r: &rt::TableRule, t: &rt::Topology) -> TableRule {
-    let name = |id: rt::ShardId| t.shards.get(id).map_or_else(|| format!("#{id}"), |s| s.name.clone());
-    let value = |v: &router::key::KeyValue| match v {
-        router::key::KeyValue::Int(i) => KeyValue::Int(*i),
-        router::key::KeyValue::Text(s) => KeyValue::Text(s.clone()),
-        router::key::KeyValue::Uuid(b) => KeyValue::Uuid(u128::from_be_bytes(*b)),
-    };
-    let map = match &r.map {
-        rt::ShardMap::Hash(ids) => ShardMap::Hash(ids.iter().map(|i| name(*i)).collect()),
-        rt::ShardMap::Range(parts) => ShardMap::Range(
-            parts
-                .iter()
-                .map(|p| state::RangePart {
-                    from: p.from.as_ref().map(value),
-                    to: p.to.as_ref().map(value),
-                    shard: name(p.shard),
-                })
-                .collect(),
-        ),
-        rt::ShardMap::List { values, default } => ShardMap::List {
-            values: values.iter().map(|(v, i)| (value(v), name(*i))).collect(),
-            default: default.map(name),
-        },
-    };
-    TableRule {
-        schema: r.schema.clone(),
-        table: r.table.clone(),
-        column: r.column.clone(),
-        key_type: match r.key_type {
-            router::key::KeyType::Int => KeyType::Int,
-            router::key::KeyType::Text => KeyType::Text,
-            router::key::KeyType::Uuid => KeyType::Uuid,
-        },
-        map,
     }
 }
 

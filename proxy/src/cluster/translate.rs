@@ -42,38 +42,51 @@ pub fn seed_changes(t: &Topology) -> Vec<Change> {
     if let Some(default) = t.shards.get(t.default_shard) {
         changes.push(Change::SetDefaultShard { name: default.name.clone() });
     }
-    let shard_name = |id: rt::ShardId| t.shards[id].name.clone();
     for rule in &t.tables {
-        let map = match &rule.map {
-            rt::ShardMap::Hash(ids) => state::ShardMap::Hash(ids.iter().map(|&i| shard_name(i)).collect()),
-            rt::ShardMap::Range(parts) => state::ShardMap::Range(
-                parts
-                    .iter()
-                    .map(|p| state::RangePart {
-                        from: p.from.as_ref().map(key_to_state),
-                        to: p.to.as_ref().map(key_to_state),
-                        shard: shard_name(p.shard),
-                    })
-                    .collect(),
-            ),
-            rt::ShardMap::List { values, default } => state::ShardMap::List {
-                values: values.iter().map(|(v, i)| (key_to_state(v), shard_name(*i))).collect(),
-                default: default.map(shard_name),
-            },
-        };
+        let r = rule_to_state(rule, t);
         changes.push(Change::ShardTable {
-            schema: rule.schema.clone(),
-            table: rule.table.clone(),
-            column: rule.column.clone(),
-            key_type: match rule.key_type {
-                router::key::KeyType::Int => state::KeyType::Int,
-                router::key::KeyType::Text => state::KeyType::Text,
-                router::key::KeyType::Uuid => state::KeyType::Uuid,
-            },
-            map,
+            schema: r.schema,
+            table: r.table,
+            column: r.column,
+            key_type: r.key_type,
+            map: r.map,
         });
     }
     changes
+}
+
+/// A sharding rule of a router topology in the replicated form (shards by
+/// name; an index `t` does not know reads `#<index>`).
+pub fn rule_to_state(rule: &rt::TableRule, t: &Topology) -> state::TableRule {
+    let name = |id: rt::ShardId| t.shards.get(id).map_or_else(|| format!("#{id}"), |s| s.name.clone());
+    let map = match &rule.map {
+        rt::ShardMap::Hash(ids) => state::ShardMap::Hash(ids.iter().map(|&i| name(i)).collect()),
+        rt::ShardMap::Range(parts) => state::ShardMap::Range(
+            parts
+                .iter()
+                .map(|p| state::RangePart {
+                    from: p.from.as_ref().map(key_to_state),
+                    to: p.to.as_ref().map(key_to_state),
+                    shard: name(p.shard),
+                })
+                .collect(),
+        ),
+        rt::ShardMap::List { values, default } => state::ShardMap::List {
+            values: values.iter().map(|(v, i)| (key_to_state(v), name(*i))).collect(),
+            default: default.map(name),
+        },
+    };
+    state::TableRule {
+        schema: rule.schema.clone(),
+        table: rule.table.clone(),
+        column: rule.column.clone(),
+        key_type: match rule.key_type {
+            router::key::KeyType::Int => state::KeyType::Int,
+            router::key::KeyType::Text => state::KeyType::Text,
+            router::key::KeyType::Uuid => state::KeyType::Uuid,
+        },
+        map,
+    }
 }
 
 fn key_to_state(v: &KeyValue) -> state::KeyValue {
