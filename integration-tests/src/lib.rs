@@ -15,6 +15,7 @@ use proxy::{Config, NodeHandle};
 use tokio::task::JoinHandle;
 
 pub mod cluster;
+pub mod failover;
 pub mod sharded;
 
 /// The application user every test bed creates: a superuser, so suites

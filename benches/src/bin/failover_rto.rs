@@ -1,0 +1,78 @@
+//! `cargo run -p benches --bin failover_rto -- --runs 10`: the issue-4
+//! failover measurement. Each run starts a fresh bed (a Meridian cluster
+//! node in front of a primary and two synchronous standbys, see
+//! `integration_tests::failover`), kills the primary with SIGKILL under
+//! continuous writes through Meridian, and records the client-visible
+//! write outage (the longest gap between two acknowledged writes), the time
+//! until the new primary is committed, and the acknowledged writes lost
+//! (RPO). Prints one line per run, then median and worst, and writes a
+//! markdown table to `--out` when given.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Parser)]
+struct Args {
+    /// How many kill -9 runs.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Write the results as markdown here.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut table = String::from(
+        "| run | write outage (ms) | new primary committed (ms) | acknowledged | lost | errors | phases |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let (mut outages, mut promoted, mut lost_total) = (Vec::new(), Vec::new(), 0usize);
+    for i in 1..=args.runs {
+        let run = integration_tests::failover::kill_primary_under_writes().await?;
+        println!(
+            "run {i}: outage {:.0} ms, new primary after {:.0} ms, {} acknowledged, {} lost, {} errors; {}",
+            ms(run.outage),
+            ms(run.promoted_after),
+            run.acknowledged,
+            run.lost.len(),
+            run.errors.len(),
+            run.phases
+        );
+        table.push_str(&format!(
+            "| {i} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
+            ms(run.outage),
+            ms(run.promoted_after),
+            run.acknowledged,
+            run.lost.len(),
+            run.errors.len(),
+            run.phases
+        ));
+        outages.push(ms(run.outage));
+        promoted.push(ms(run.promoted_after));
+        lost_total += run.lost.len();
+    }
+    let worst = outages.iter().copied().fold(0.0, f64::max);
+    let summary = format!(
+        "{} runs: write outage median {:.0} ms, worst {worst:.0} ms; new primary median {:.0} ms; acknowledged writes lost: {lost_total}",
+        args.runs,
+        median(outages.clone()),
+        median(promoted)
+    );
+    println!("{summary}");
+    if let Some(out) = args.out {
+        std::fs::write(out, format!("{summary}\n\n{table}"))?;
+    }
+    Ok(())
+}

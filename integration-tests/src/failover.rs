@@ -1,0 +1,191 @@
+//! One automatic failover, measured: a Meridian cluster node (a one-member
+//! Raft group, so its own verdict is the majority) in front of a primary
+//! and two streaming replicas with synchronous replication (`ANY 1`) and a
+//! shard with `durability = 'sync'`. A writer inserts through Meridian
+//! without pause; the primary is killed with SIGKILL; the run ends once the
+//! new primary has acknowledged writes. Used by `tests/failover.rs` (one
+//! run, with assertions) and by `benches`' `failover_rto` (many runs,
+//! reported).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use harness::ClusterSpec;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::{BedSpec, TestBed, eventually};
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct KillRun {
+    pub old_primary: String,
+    pub new_primary: String,
+    /// Writes acknowledged through Meridian, in total.
+    pub acknowledged: usize,
+    /// Acknowledged writes missing on the new primary: RPO in commits.
+    pub lost: Vec<i64>,
+    /// The client-visible write outage: the longest gap between two
+    /// acknowledged writes.
+    pub outage: Duration,
+    /// From the kill to the new primary shown by `SHOW SHARDS`.
+    pub promoted_after: Duration,
+    /// Errors the writer saw, in order (`Some("40001"): message`, or
+    /// `None: connection closed`).
+    pub errors: Vec<String>,
+    /// The failover event: summary and phase timeline (`SHOW EVENTS`).
+    pub summary: String,
+    pub phases: String,
+}
+
+/// The `[cluster]` section of a one-member group with a 1 s failure
+/// timeout.
+fn cluster_section(dir: &std::path::Path) -> anyhow::Result<String> {
+    let port = harness::free_port()?;
+    Ok(format!(
+        "[cluster]\nmember_id = 1\nraft_listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nfailure_timeout = \"1s\"\n\
+         write_hold = \"10s\"\n\n[[cluster.peer]]\nid = 1\nname = \"test\"\nregion = \"local\"\n\
+         raft_addr = \"http://127.0.0.1:{port}\"\nclient_addr = \"127.0.0.1:1\"\n",
+        dir.join("raft").display()
+    ))
+}
+
+/// The rows of an admin statement (database `meridian`).
+pub async fn admin_rows(bed: &TestBed, sql: &str) -> anyhow::Result<Vec<Vec<Option<String>>>> {
+    let mut config = bed.config();
+    config.dbname("meridian");
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let mut rows = Vec::new();
+    for m in client.simple_query(sql).await? {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            rows.push((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect());
+        }
+    }
+    Ok(rows)
+}
+
+/// Acknowledged ids with when they were acknowledged, and the errors seen.
+#[derive(Default)]
+struct Load {
+    acked: Mutex<Vec<(i64, Instant)>>,
+    errors: Mutex<Vec<String>>,
+}
+
+/// Insert 1, 2, 3, ... through `config` until `stop`, reconnecting after
+/// errors; every acknowledged id is recorded.
+async fn write_load(config: tokio_postgres::Config, load: Arc<Load>, stop: tokio_util::sync::CancellationToken) {
+    let mut next = 1i64;
+    let mut client: Option<tokio_postgres::Client> = None;
+    while !stop.is_cancelled() {
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            match tokio::time::timeout(Duration::from_secs(5), config.connect(tokio_postgres::NoTls)).await {
+                Ok(Ok((c, conn))) => {
+                    tokio::spawn(conn);
+                    client = Some(c);
+                }
+                Ok(Err(e)) => {
+                    load.errors.lock().push(format!("connect: {e}"));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                Err(_) => {
+                    load.errors.lock().push("connect: timed out".into());
+                    continue;
+                }
+            }
+        }
+        let c = client.as_ref().expect("connected above");
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&next];
+        let insert = c.execute("INSERT INTO acked VALUES ($1)", &params);
+        match tokio::time::timeout(Duration::from_secs(15), insert).await {
+            Ok(Ok(_)) => load.acked.lock().push((next, Instant::now())),
+            Ok(Err(e)) => {
+                let code = e.code().map(|c| c.code().to_owned());
+                let text = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned());
+                load.errors.lock().push(format!("{code:?}: {text}"));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => {
+                load.errors.lock().push(format!("insert {next}: no answer in 15 s"));
+                client = None;
+            }
+        }
+        next += 1;
+    }
+}
+
+/// Start the bed, kill its primary under writes, and measure.
+pub async fn kill_primary_under_writes() -> anyhow::Result<KillRun> {
+    let raft_dir = tempfile::tempdir()?;
+    let spec = BedSpec {
+        cluster: ClusterSpec::default().with_replicas(2),
+        routed: true,
+        extra_config: cluster_section(raft_dir.path())?,
+        ..BedSpec::default()
+    };
+    let bed = TestBed::start_with(spec).await?;
+    let primary = bed.cluster.primary();
+    let standbys: Vec<String> = bed.cluster.replicas().iter().map(|r| format!("\"{}\"", r.name())).collect();
+    primary.execute(&format!("ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 ({})'", standbys.join(", "))).await?;
+    primary.execute("SELECT pg_reload_conf()").await?;
+    eventually("the node to hold its lease and route writes", || async {
+        let c = bed.connect().await?;
+        c.batch_execute("CREATE TABLE IF NOT EXISTS acked (id bigint PRIMARY KEY)").await?;
+        Ok(true)
+    })
+    .await?;
+    admin_rows(&bed, "ALTER SHARD s1 SET (durability = 'sync', rpo_target = '0s')").await?;
+
+    let load: Arc<Load> = Arc::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = tokio::spawn(write_load(bed.config(), load.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    anyhow::ensure!(load.acked.lock().len() > 10, "the load runs before the kill");
+
+    let killed_at = Instant::now();
+    primary.kill().await?;
+    let deadline = killed_at + Duration::from_secs(30);
+    let new_primary = loop {
+        let rows = admin_rows(&bed, "SHOW SHARDS").await?;
+        // Columns: name, epoch, primary, ...
+        if let Some(p) = rows.first().and_then(|r| r[2].clone()).filter(|p| p != primary.name()) {
+            break p;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no new primary within 30 s: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let promoted_after = killed_at.elapsed();
+    let at_switch = load.acked.lock().len();
+    eventually("writes acknowledged by the new primary", || async { Ok(load.acked.lock().len() > at_switch + 5) })
+        .await?;
+    stop.cancel();
+    writer.await?;
+
+    let acked: Vec<(i64, Instant)> = load.acked.lock().clone();
+    let outage = acked.windows(2).map(|w| w[1].1.duration_since(w[0].1)).max().unwrap_or_default();
+    let server = bed.cluster.server(&new_primary).ok_or_else(|| anyhow::anyhow!("{new_primary} is not ours"))?;
+    let present: HashSet<i64> = server
+        .query("SELECT id FROM acked")
+        .await?
+        .iter()
+        .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
+        .collect();
+    let lost = acked.iter().map(|(id, _)| *id).filter(|id| !present.contains(id)).collect();
+    // Columns: id, at, actor, kind, shard, node, summary, phases.
+    let events = admin_rows(&bed, "SHOW EVENTS").await?;
+    let report = events.iter().find(|r| r[3].as_deref() == Some("failover"));
+    let errors = load.errors.lock().clone();
+    Ok(KillRun {
+        old_primary: primary.name().to_owned(),
+        new_primary,
+        acknowledged: acked.len(),
+        lost,
+        outage,
+        promoted_after,
+        errors,
+        summary: report.and_then(|r| r[6].clone()).unwrap_or_default(),
+        phases: report.and_then(|r| r[7].clone()).unwrap_or_default(),
+    })
+}
