@@ -147,7 +147,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                                     }
                                 }
                                 tracing::trace!(shard = %t.shards[shard].name, node = %t.nodes[node].name, %reason, "routed");
-                                self.attach_routed(&t, shard, node, begins).await?;
+                                if let Err(e) = self.attach_routed(&t, shard, node, begins).await {
+                                    // A cluster node whose primary cannot be
+                                    // reached: it may be failing over. Nothing
+                                    // was sent; wait (bounded) for the topology
+                                    // to move on, then route the request again.
+                                    if t.nodes[node].role == router::topology::Role::Primary
+                                        && self.st.route.planned_error.is_none()
+                                        && self.wait_for_new_topology(t.version).await
+                                    {
+                                        continue;
+                                    }
+                                    return Err(e);
+                                }
                             }
                             Plan::Fanout { sql, shards, consumed, extended } => {
                                 if self.wait_if_paused(&t, &shards).await? {
@@ -359,6 +371,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             server.state.applied = self.st.params.desired().clone();
         }
         Ok(())
+    }
+
+    /// On a cluster node, wait up to `cluster.write_hold` for a topology
+    /// newer than `version` (a fence, a new primary). True when one came.
+    async fn wait_for_new_topology(&self, version: u64) -> bool {
+        let Some(hold) = self.st.shared.config.load().cluster.as_ref().map(|c| c.write_hold) else { return false };
+        let mut rx = self.st.shared.topology.subscribe();
+        let newer = rx.wait_for(|t| t.version != version);
+        matches!(tokio::time::timeout(hold, newer).await, Ok(Ok(_)))
     }
 
     /// On a cluster node, wait while any of `shards` is paused (`PAUSE`).

@@ -538,7 +538,10 @@ impl State {
             Action::Fanout { .. } | Action::EveryPrimary => unreachable!("handled above"),
         };
         let (node, reason, err) = self.pick_node(&t, shard, replica_ok, decision.reason);
-        if err.is_some() {
+        // A write for a shard without a writable primary (a failover under
+        // way) is held at the write gate rather than refused at once.
+        let held = decision.writes && begins && self.shared.cluster.is_some() && t.shards[shard].primary.is_none();
+        if err.is_some() && !held {
             self.route.planned_error = err;
         }
         // A batch that only prepares (Parse/Describe/Sync) writes nothing:
