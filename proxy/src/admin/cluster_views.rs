@@ -156,7 +156,12 @@ impl Snapshot<'_> {
         let mut rs = ResultSet::new(&["table", "column", "type", "method", "shards", "map"]);
         let rules: Vec<TableRule> = match &self.state {
             Some(st) => st.tables.values().cloned().collect(),
-            None => self.topology.tables.iter().map(|r| crate::cluster::translate::rule_to_state(r, &self.topology)).collect(),
+            None => self
+                .topology
+                .tables
+                .iter()
+                .map(|r| crate::cluster::translate::rule_to_state(r, &self.topology))
+                .collect(),
         };
         for r in rules {
             let name = match &r.schema {
