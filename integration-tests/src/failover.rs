@@ -41,14 +41,35 @@ pub struct KillRun {
 
 /// The `[cluster]` section of a one-member group with a 1 s failure
 /// timeout.
-fn cluster_section(dir: &std::path::Path) -> anyhow::Result<String> {
+fn cluster_section(dir: &std::path::Path, write_hold: &str) -> anyhow::Result<String> {
     let port = harness::free_port()?;
     Ok(format!(
         "[cluster]\nmember_id = 1\nraft_listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nfailure_timeout = \"1s\"\n\
-         write_hold = \"10s\"\n\n[[cluster.peer]]\nid = 1\nname = \"test\"\nregion = \"local\"\n\
+         write_hold = \"{write_hold}\"\n\n[[cluster.peer]]\nid = 1\nname = \"test\"\nregion = \"local\"\n\
          raft_addr = \"http://127.0.0.1:{port}\"\nclient_addr = \"127.0.0.1:1\"\n",
         dir.join("raft").display()
     ))
+}
+
+/// A primary and two replicas behind a one-member Meridian cluster node
+/// (its Raft directory is kept with the bed), once the node routes writes
+/// and table `acked` exists.
+pub async fn failover_bed(write_hold: &str) -> anyhow::Result<(TestBed, tempfile::TempDir)> {
+    let raft_dir = tempfile::tempdir()?;
+    let spec = BedSpec {
+        cluster: ClusterSpec::default().with_replicas(2),
+        routed: true,
+        extra_config: cluster_section(raft_dir.path(), write_hold)?,
+        ..BedSpec::default()
+    };
+    let bed = TestBed::start_with(spec).await?;
+    eventually("the node to hold its lease and route writes", || async {
+        let c = bed.connect().await?;
+        c.batch_execute("CREATE TABLE IF NOT EXISTS acked (id bigint PRIMARY KEY, pad text)").await?;
+        Ok(true)
+    })
+    .await?;
+    Ok((bed, raft_dir))
 }
 
 /// The rows of an admin statement (database `meridian`).
@@ -118,24 +139,11 @@ async fn write_load(config: tokio_postgres::Config, load: Arc<Load>, stop: tokio
 
 /// Start the bed, kill its primary under writes, and measure.
 pub async fn kill_primary_under_writes() -> anyhow::Result<KillRun> {
-    let raft_dir = tempfile::tempdir()?;
-    let spec = BedSpec {
-        cluster: ClusterSpec::default().with_replicas(2),
-        routed: true,
-        extra_config: cluster_section(raft_dir.path())?,
-        ..BedSpec::default()
-    };
-    let bed = TestBed::start_with(spec).await?;
+    let (bed, _raft_dir) = failover_bed("10s").await?;
     let primary = bed.cluster.primary();
     let standbys: Vec<String> = bed.cluster.replicas().iter().map(|r| format!("\"{}\"", r.name())).collect();
     primary.execute(&format!("ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 ({})'", standbys.join(", "))).await?;
     primary.execute("SELECT pg_reload_conf()").await?;
-    eventually("the node to hold its lease and route writes", || async {
-        let c = bed.connect().await?;
-        c.batch_execute("CREATE TABLE IF NOT EXISTS acked (id bigint PRIMARY KEY)").await?;
-        Ok(true)
-    })
-    .await?;
     admin_rows(&bed, "ALTER SHARD s1 SET (durability = 'sync', rpo_target = '0s')").await?;
 
     let load: Arc<Load> = Arc::default();

@@ -7,7 +7,9 @@
 //! (The outage is measured and printed; `benches`' `failover_rto` repeats
 //! the run and reports it.)
 
-use integration_tests::failover::kill_primary_under_writes;
+use std::time::Duration;
+
+use integration_tests::failover::{admin_rows, failover_bed, kill_primary_under_writes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_the_primary_under_writes_and_lose_nothing() -> anyhow::Result<()> {
@@ -40,5 +42,51 @@ async fn kill_the_primary_under_writes_and_lose_nothing() -> anyhow::Result<()> 
     for phase in ["detect", "fence", "stop_receivers", "lease_expired", "promote", "re-route", "repoint"] {
         assert!(run.phases.contains(phase), "phase {phase} missing from {}", run.phases);
     }
+    Ok(())
+}
+
+/// Every replica lags the primary by more than `max_lag_on_failover` (their
+/// WAL receivers were stopped, then the primary wrote on): the leader
+/// fences the shard but does not promote anyone, records why, and writes
+/// are refused with the retryable 40001 until an operator acts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_replicas_are_not_promoted_silently() -> anyhow::Result<()> {
+    let (bed, _raft) = failover_bed("1s").await?;
+    admin_rows(&bed, "ALTER SHARD s1 SET (max_lag_on_failover = '64kB')").await?;
+    for r in bed.cluster.replicas() {
+        r.execute("ALTER SYSTEM SET primary_conninfo = ''").await?;
+        r.execute("SELECT pg_reload_conf()").await?;
+    }
+    let app = bed.connect().await?;
+    app.batch_execute("INSERT INTO acked SELECT g, repeat('x', 1000) FROM generate_series(1, 2000) g").await?;
+    // The probes (every 100 ms) see the primary's new position.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let old = bed.cluster.primary().name().to_owned();
+    bed.cluster.primary().kill().await?;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let summary = loop {
+        let events = admin_rows(&bed, "SHOW EVENTS").await?;
+        if let Some(r) = events.iter().find(|r| r[3].as_deref() == Some("failover")) {
+            break r[6].clone().unwrap_or_default();
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no failover event: {events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(summary.contains("failover stopped") && summary.contains("max_lag_on_failover"), "{summary}");
+    // Columns: name, epoch, primary, primary_region, replicas, default,
+    // fenced, ...: fenced, with no writable primary, and the old one kept out.
+    let shards = admin_rows(&bed, "SHOW SHARDS").await?;
+    assert_eq!((shards[0][2].as_deref(), shards[0][6].as_deref()), (None, Some("t")), "{shards:?}");
+    let nodes = admin_rows(&bed, "SHOW NODES").await?;
+    // Columns ..., 14: cluster_state.
+    let old_row = nodes.iter().find(|n| n[0].as_deref() == Some(old.as_str()));
+    assert_eq!(old_row.and_then(|n| n[14].as_deref()), Some("fenced"), "{nodes:?}");
+    for r in bed.cluster.replicas() {
+        let in_recovery = r.query("SELECT pg_is_in_recovery()").await?;
+        assert_eq!(in_recovery[0][0].as_deref(), Some("t"), "{} was promoted", r.name());
+    }
+    let e = bed.connect().await?.batch_execute("INSERT INTO acked VALUES (-1, 'after')").await.expect_err("fenced");
+    assert_eq!(e.code().map(|c| c.code()), Some("40001"), "{e}");
     Ok(())
 }
