@@ -90,3 +90,66 @@ async fn lagging_replicas_are_not_promoted_silently() -> anyhow::Result<()> {
     assert_eq!(e.code().map(|c| c.code()), Some("40001"), "{e}");
     Ok(())
 }
+
+/// The primary is frozen (SIGSTOP), so every probe times out: the leader
+/// fails the shard over. Once the new primary is up the old one is thawed
+/// (SIGCONT): it still believes it is a primary, but Meridian never sends it
+/// another write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_primary_thawed_after_the_failover_gets_no_more_writes() -> anyhow::Result<()> {
+    let (bed, _raft) = failover_bed("10s").await?;
+    let app = bed.connect().await?;
+    app.batch_execute("INSERT INTO acked SELECT g, 'before' FROM generate_series(1, 100) g").await?;
+    bed.cluster.wait_replicas_caught_up().await?;
+    let old = bed.cluster.primary();
+    let family = server_processes(old.pid().expect("running"));
+    let signal_all = |sig| -> anyhow::Result<()> {
+        for &pid in &family {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)?;
+        }
+        Ok(())
+    };
+    signal_all(nix::sys::signal::Signal::SIGSTOP)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let new_primary = loop {
+        let shards = admin_rows(&bed, "SHOW SHARDS").await?;
+        if let Some(p) = shards[0][2].clone().filter(|p| p != old.name()) {
+            break p;
+        }
+        if tokio::time::Instant::now() > deadline {
+            signal_all(nix::sys::signal::Signal::SIGCONT)?;
+            anyhow::bail!("no failover within 30 s: {shards:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    signal_all(nix::sys::signal::Signal::SIGCONT)?;
+    let count = |rows: Vec<Vec<Option<String>>>| rows[0][0].clone().unwrap_or_default();
+    let before = count(old.query("SELECT count(*) FROM acked").await?);
+    // New sessions and new transactions all go to the new primary.
+    for i in 0..50 {
+        let c = bed.connect().await?;
+        c.batch_execute(&format!("INSERT INTO acked VALUES ({}, 'after')", 1000 + i)).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(old.query("SELECT count(*) FROM acked").await?), before, "the old primary got a write");
+    let server = bed.cluster.server(&new_primary).expect("ours");
+    assert_eq!(count(server.query("SELECT count(*) FROM acked WHERE pad = 'after'").await?), "50");
+    Ok(())
+}
+
+/// The postmaster `pid` and every process it started (backends, WAL
+/// writer, ...): freezing only the postmaster would leave its open
+/// connections answering.
+fn server_processes(pid: u32) -> Vec<i32> {
+    let mut family = vec![pid as i32];
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // pid (comm) state ppid ...: the comm may hold spaces, so read after ')'.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            family.push(child);
+        }
+    }
+    family
+}
