@@ -530,7 +530,10 @@ impl State {
         let read_only_tx = self.route.deferred_begin.as_ref().is_some_and(|(_, ro)| *ro);
         let in_rw_tx = self.route.deferred_begin.is_some() && !read_only_tx;
         let (shard, replica_ok) = match decision.action {
-            Action::Shard { shard, replica_ok } => (shard, replica_ok && !in_rw_tx),
+            // A request that only prepares or describes (psql's `\gdesc`:
+            // Parse+Sync, then Describe+Sync) goes to the primary, as both
+            // halves must: an unnamed statement lives on one connection.
+            Action::Shard { shard, replica_ok } => (shard, replica_ok && !in_rw_tx && begins),
             Action::Reject(e) => {
                 self.route.planned_error = Some(e);
                 (t.default_shard, false)
