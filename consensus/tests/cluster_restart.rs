@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 mod common;
 
-use common::{Cluster, add_region};
+use common::{Cluster, add_node, add_region};
 use consensus::state::{Role, ShardPolicy};
 use consensus::{Change, Command, ConsensusNode, MemberId, Timings, TopologyState};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
@@ -62,17 +62,6 @@ impl Rng {
 
 fn command(change: Change) -> Command {
     Command { actor: "dba".into(), origin: "127.0.0.1:50000".into(), at: 1_700_000_000_000, change }
-}
-
-fn add_node(name: &str, port: u16, role: Role) -> Change {
-    Change::AddNode {
-        name: name.into(),
-        address: format!("127.0.0.1:{port}"),
-        shard: "s1".into(),
-        region: "eu".into(),
-        role,
-        priority: 10,
-    }
 }
 
 /// A topology with a bit of everything, proposed through every member.

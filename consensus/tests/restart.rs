@@ -16,6 +16,9 @@ use openraft::{
 };
 use tempfile::TempDir;
 
+mod common;
+use common::add_node;
+
 fn log_id(term: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, 1), index)
 }
@@ -41,17 +44,6 @@ fn member(id: u64) -> Member {
 fn membership() -> Membership<u64, Member> {
     let nodes: BTreeMap<u64, Member> = (1..=3).map(|id| (id, member(id))).collect();
     Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes)
-}
-
-fn add_node(name: &str, port: u16, role: Role) -> Change {
-    Change::AddNode {
-        name: name.into(),
-        address: format!("127.0.0.1:{port}"),
-        shard: "s1".into(),
-        region: "eu".into(),
-        role,
-        priority: 10,
-    }
 }
 
 /// Index 1 blank, 2 membership, 3..=7 commands (7 is refused).

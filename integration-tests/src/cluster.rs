@@ -176,7 +176,7 @@ impl MeridianCluster {
     /// and wait until a write goes through every one of them.
     pub async fn start(spec: ClusterSpec) -> anyhow::Result<MeridianCluster> {
         crate::init_tracing();
-        let bin = meridian_bin()?;
+        let bin = crate::fresh_meridian_bin()?;
         let started = Instant::now();
         let pg = PgCluster::start(PgSpec::default().with_replicas(spec.replicas))
             .await
@@ -847,35 +847,6 @@ fn seed_topology(pg: &PgCluster) -> String {
         ));
     }
     t
-}
-
-/// The `meridian` binary, rebuilt once per test process (the test runner
-/// does not rebuild another package's binary).
-fn meridian_bin() -> anyhow::Result<PathBuf> {
-    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let bin = crate::meridian_bin().map_err(|e| format!("{e:#}"))?;
-            let release = bin.parent().and_then(Path::file_name).is_some_and(|n| n == "release");
-            let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cmd.args(["build", "--quiet", "-p", "proxy", "--bin", "meridian"]);
-            if release {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().map_err(|e| format!("running cargo build: {e}"))?;
-            if !status.success() {
-                // The tree may be mid-edit elsewhere; the binary the test
-                // binary was built with is the next best thing.
-                if bin.exists() {
-                    eprintln!("harness: WARNING: cargo build of meridian failed ({status}); using {}", bin.display());
-                    return Ok(bin);
-                }
-                return Err(format!("cargo build -p proxy --bin meridian failed: {status}"));
-            }
-            Ok(bin)
-        })
-        .clone()
-        .map_err(anyhow::Error::msg)
 }
 
 // ---------------------------------------------------------------------------

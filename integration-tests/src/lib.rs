@@ -166,6 +166,30 @@ pub fn meridian_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The `meridian` binary, rebuilt once per test process: [`meridian_bin`]
+/// alone would use whatever binary an earlier build left behind, which lags
+/// behind the proxy sources when only tests were built since.
+pub fn fresh_meridian_bin() -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let bin = meridian_bin().map_err(|e| format!("{e:#}"))?;
+            let release = bin.parent().and_then(Path::file_name).is_some_and(|n| n == "release");
+            let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cmd.args(["build", "--quiet", "-p", "proxy", "--bin", "meridian"]);
+            if release {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().map_err(|e| format!("running cargo build: {e}"))?;
+            if !status.success() {
+                return Err(format!("cargo build -p proxy --bin meridian failed: {status}"));
+            }
+            Ok(bin)
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
 /// Run a program to completion with a timeout, returning its output.
 pub async fn run_tool(mut cmd: tokio::process::Command, timeout: Duration) -> anyhow::Result<std::process::Output> {
     cmd.kill_on_drop(true);

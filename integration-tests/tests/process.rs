@@ -17,33 +17,9 @@ use tokio::time::Instant;
 /// How long a starting node may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The `meridian` binary, rebuilt once per test process: `meridian_bin()`
-/// alone would use whatever binary an earlier build left behind, which
-/// lags behind the proxy sources when only tests were built since.
-fn meridian_bin() -> anyhow::Result<PathBuf> {
-    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let bin = integration_tests::meridian_bin().map_err(|e| format!("{e:#}"))?;
-            let release = bin.parent().and_then(Path::file_name).is_some_and(|n| n == "release");
-            let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cmd.args(["build", "--quiet", "-p", "proxy", "--bin", "meridian"]);
-            if release {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().map_err(|e| format!("running cargo build: {e}"))?;
-            if !status.success() {
-                return Err(format!("cargo build -p proxy --bin meridian failed: {status}"));
-            }
-            Ok(bin)
-        })
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
-
 /// `meridian passwd --user <user> [--method <method>]` with `stdin`.
 async fn passwd(user: &str, method: Option<&str>, stdin: &str) -> anyhow::Result<std::process::Output> {
-    let mut cmd = tokio::process::Command::new(meridian_bin()?);
+    let mut cmd = tokio::process::Command::new(integration_tests::fresh_meridian_bin()?);
     cmd.args(["passwd", "--user", user]);
     if let Some(m) = method {
         cmd.args(["--method", m]);
@@ -90,7 +66,7 @@ impl Served {
     /// Write `meridian.toml` (with a free port) and `users.toml` into a new
     /// directory, start `meridian serve` and wait until the port accepts.
     async fn start(backend: SocketAddr, users: &str, extra_config: &str) -> anyhow::Result<Served> {
-        let bin = meridian_bin()?;
+        let bin = integration_tests::fresh_meridian_bin()?;
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("users.toml"), users)?;
         let log = dir.path().join("meridian.log");
@@ -416,7 +392,7 @@ async fn serve_must_fail(config: &str) -> anyhow::Result<String> {
 }
 
 async fn serve_output(path: &Path) -> anyhow::Result<String> {
-    let mut cmd = tokio::process::Command::new(meridian_bin()?);
+    let mut cmd = tokio::process::Command::new(integration_tests::fresh_meridian_bin()?);
     cmd.arg("serve").arg("--config").arg(path).stdin(Stdio::null());
     let out = integration_tests::run_tool(cmd, Duration::from_secs(60)).await?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -41,24 +41,17 @@ async fn main() -> anyhow::Result<()> {
     let (mut outages, mut promoted, mut lost_total) = (Vec::new(), Vec::new(), 0usize);
     for i in 1..=args.runs {
         let run = integration_tests::failover::kill_primary_under_writes().await?;
-        println!(
-            "run {i}: outage {:.0} ms, new primary after {:.0} ms, {} acknowledged, {} lost, {} errors; {}",
-            ms(run.outage),
-            ms(run.promoted_after),
-            run.acknowledged,
-            run.lost.len(),
-            run.errors.len(),
-            run.phases
-        );
-        table.push_str(&format!(
-            "| {i} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
-            ms(run.outage),
-            ms(run.promoted_after),
-            run.acknowledged,
-            run.lost.len(),
-            run.errors.len(),
-            run.phases
-        ));
+        // One row per run: printed as it comes, and kept for the table.
+        let cells = [
+            format!("{:.0}", ms(run.outage)),
+            format!("{:.0}", ms(run.promoted_after)),
+            run.acknowledged.to_string(),
+            run.lost.len().to_string(),
+            run.errors.len().to_string(),
+            run.phases.clone(),
+        ];
+        println!("run {i}: {}", cells.join(" | "));
+        table.push_str(&format!("| {i} | {} |\n", cells.join(" | ")));
         outages.push(ms(run.outage));
         promoted.push(ms(run.promoted_after));
         lost_total += run.lost.len();

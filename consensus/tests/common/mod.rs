@@ -208,6 +208,18 @@ impl Cluster {
     }
 }
 
+/// A PostgreSQL node of shard `s1` in region `eu` at 127.0.0.1:`port`.
+pub fn add_node(name: &str, port: u16, role: consensus::state::Role) -> Change {
+    Change::AddNode {
+        name: name.into(),
+        address: format!("127.0.0.1:{port}"),
+        shard: "s1".into(),
+        region: "eu".into(),
+        role,
+        priority: 10,
+    }
+}
+
 /// An audited change that adds a region.
 pub fn add_region(name: &str) -> Command {
     Command {
