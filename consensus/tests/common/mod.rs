@@ -12,8 +12,9 @@ use consensus::{Change, Command, ConsensusNode, Member, MemberId, RaftRole, Raft
 use tempfile::TempDir;
 use tokio::time::Instant;
 
+/// A port below the ephemeral range, free a moment ago (see `harness::free_port`).
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(harness::free_port()?)
 }
 
 pub struct Cluster {

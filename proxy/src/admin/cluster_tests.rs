@@ -24,8 +24,7 @@ struct ClusterConsole {
 /// A port free now (for the Raft listener, which takes an address, not a
 /// listener).
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    harness::free_port().expect("a free port")
 }
 
 async fn start() -> ClusterConsole {
