@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::state::{
-    Applied, CommandError, EventKind, KeyType, Phase, PolicyChange, Role, ShardMap, ShardPolicy, UserRecord,
+    Applied, CommandError, EventKind, KeyType, Phase, PolicyChange, Report, Role, ShardMap, ShardPolicy, UserRecord,
 };
 
 /// A Meridian node's id in the Raft group. Chosen by the operator (config),
@@ -165,6 +165,10 @@ pub enum Change {
     /// Record an event (a failover's phase timeline, a drill report) in the
     /// event log. Not itself audited.
     AppendEvent { kind: EventKind, shard: Option<String>, node: Option<String>, summary: String, phases: Vec<Phase> },
+    /// Record a failover's, switchover's or drill's report (and an event
+    /// with its summary). Not itself audited. Refused for phases out of
+    /// time order.
+    RecordReport { report: Box<Report> },
 }
 
 /// What applying one Raft log entry produced, as handed back to whoever
@@ -254,6 +258,7 @@ impl fmt::Display for Change {
             Change::DropUser { name } => write!(f, "drop user {name}"),
             Change::Bootstrap { changes } => write!(f, "bootstrap the topology ({} changes)", changes.len()),
             Change::AppendEvent { kind, summary, .. } => write!(f, "record {kind} event: {summary}"),
+            Change::RecordReport { report } => write!(f, "record {} report: {}", report.kind, report.detail),
         }
     }
 }

@@ -20,9 +20,13 @@
 //! - [`postgres`]: the PostgreSQL side of each step (probe, stop the WAL
 //!   receiver, promote, follow a new primary, synchronous standbys), over
 //!   tokio-postgres, tested against real servers.
+//! - [`local`]: a PostgreSQL server on this host ([`local::LocalServer`]):
+//!   kill it (drills), stop and start it, and bring a former primary back
+//!   as a replica with `pg_rewind` (`REJOIN NODE`).
 //!
-//! The core is pure: no tokio, no I/O, no clock. Time is a [`Millis`] passed
-//! in, so every test is deterministic.
+//! The core is pure: no tokio, no I/O, no clock (only [`postgres`] and
+//! [`local`] do I/O). Time is a [`Millis`] passed in, so every test is
+//! deterministic.
 //!
 //! What is not built yet (issue 4): the runtime on the Raft leader that runs
 //! the probes, feeds the machine and carries out its actions through
@@ -32,6 +36,7 @@
 //! drills and their RTO/RPO reports; metrics and a `failover::Config`.
 
 mod health;
+pub mod local;
 mod machine;
 mod observe;
 mod plan;

@@ -12,11 +12,19 @@
 //! - [`follow`]: point a replica at a new primary (`primary_conninfo` and
 //!   reload; `recovery_target_timeline = 'latest'` follows the promotion);
 //! - [`set_synchronous_standbys`]: `synchronous_standby_names = 'ANY k
-//!   (...)'` on a primary, for `durability = 'sync'`.
+//!   (...)'` on a primary, for `durability = 'sync'`;
+//! - [`checkpoint`]: so a just-promoted primary's `pg_control` names its
+//!   new timeline (what `pg_rewind` reads);
+//! - [`receiver`]: whether a replica streams, and from where (used after
+//!   [`LocalServer::rejoin`](crate::local::LocalServer::rejoin)).
+//!
+//! [`PgError`] is the crate's error type, also for the operations on a
+//! server of this host in [`crate::local`] (its `Local*` variants).
 //!
 //! `ALTER SYSTEM` needs a superuser: [`Target`] carries the control-plane
 //! credentials.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -100,6 +108,45 @@ pub enum PgError {
     Timeout { address: String, what: &'static str, timeout: Duration },
     #[error("{address}: {what}")]
     Unexpected { address: String, what: String },
+    /// A PostgreSQL tool run on this host ([`crate::local`]) failed;
+    /// `output` is the tail of what it printed (and of the server log for
+    /// `pg_ctl start`).
+    #[error("{node} ({}): {command} failed ({status}): {output}", .data_dir.display())]
+    LocalCommand { node: String, data_dir: PathBuf, command: String, status: String, output: String },
+    /// A tool or a wait on this host did not finish in time.
+    #[error("{node} ({}): {what} did not finish within {timeout:?}{}", .data_dir.display(), tail_suffix(.output))]
+    LocalTimeout { node: String, data_dir: PathBuf, what: String, timeout: Duration, output: String },
+    /// A file, process or signal operation on this host failed.
+    #[error("{node} ({}): {action}: {source}", .data_dir.display())]
+    LocalIo {
+        node: String,
+        data_dir: PathBuf,
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server on this host is not in a state the operation can work
+    /// with (no data directory, owned by root, not streaming, ...).
+    #[error("{node} ({}): {reason}", .data_dir.display())]
+    LocalState { node: String, data_dir: PathBuf, reason: String },
+    /// A step of an operation on this host that talks to another server
+    /// (the rewind source) failed.
+    #[error("{node} ({}): {what}: {source}", .data_dir.display())]
+    LocalStep {
+        node: String,
+        data_dir: PathBuf,
+        what: String,
+        #[source]
+        source: Box<PgError>,
+    },
+    /// No directory with the PostgreSQL server tools was found.
+    #[error("no PostgreSQL binaries found ({tried})")]
+    BinDirNotFound { tried: String },
+}
+
+/// `": <output>"`, or nothing when there is no output.
+fn tail_suffix(output: &str) -> String {
+    if output.is_empty() { String::new() } else { format!(": {output}") }
 }
 
 /// A connection to `t`, its driver task spawned (it ends with the client).
@@ -173,6 +220,46 @@ async fn probe_on(client: &Client, t: &Target) -> Result<ServerState, PgError> {
         replay_lsn: lsn(&row[3]),
         wal_receiver: row[4].as_deref().is_some_and(|n| n != "0"),
         timeline: row[5].as_deref().and_then(|s| s.parse().ok()).unwrap_or(0),
+    })
+}
+
+/// A server's recovery state and WAL receiver, as `pg_stat_wal_receiver`
+/// shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receiver {
+    pub in_recovery: bool,
+    /// `streaming`, `starting`, `waiting`, ...; `None` when no WAL receiver
+    /// runs.
+    pub status: Option<String>,
+    /// `host:port` the receiver is connected to.
+    pub sender: Option<String>,
+    /// The timeline it receives.
+    pub timeline: Option<u32>,
+}
+
+impl Receiver {
+    /// In recovery and streaming from `address` (`host:port`).
+    pub fn streams_from(&self, address: &str) -> bool {
+        self.in_recovery && self.status.as_deref() == Some("streaming") && self.sender.as_deref() == Some(address)
+    }
+}
+
+const RECEIVER_SQL: &str = "SELECT pg_is_in_recovery(), r.status, r.sender_host || ':' || r.sender_port, \
+     r.received_tli::text FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true";
+
+/// `t`'s WAL receiver: whether it streams, and from where.
+pub async fn receiver(t: &Target) -> Result<Receiver, PgError> {
+    let client = connect(t).await?;
+    let rows = rows(&client, t, "reading pg_stat_wal_receiver", RECEIVER_SQL).await?;
+    let row = rows.first().ok_or_else(|| PgError::Unexpected {
+        address: t.address.clone(),
+        what: "pg_stat_wal_receiver query returned no row".into(),
+    })?;
+    Ok(Receiver {
+        in_recovery: row[0].as_deref() == Some("t"),
+        status: row[1].clone(),
+        sender: row[2].clone(),
+        timeline: row[3].as_deref().and_then(|s| s.parse().ok()),
     })
 }
 
@@ -262,6 +349,14 @@ impl Upstream {
     }
 }
 
+/// `CHECKPOINT` (a superuser or `pg_checkpoint`). After a promotion,
+/// `pg_control` names the new timeline only once a checkpoint has
+/// finished, and `pg_rewind` reads the source's timeline from there.
+pub async fn checkpoint(t: &Target) -> Result<(), PgError> {
+    let client = connect(t).await?;
+    rows(&client, t, "CHECKPOINT", "CHECKPOINT").await.map(drop)
+}
+
 /// Point the replica `t` at `upstream` and reload. Its WAL receiver
 /// restarts against the new primary (following its new timeline).
 pub async fn follow(t: &Target, upstream: &Upstream) -> Result<(), PgError> {
@@ -273,14 +368,90 @@ pub async fn follow(t: &Target, upstream: &Upstream) -> Result<(), PgError> {
 /// (application names) have flushed it: `ANY k (...)`. With no standbys,
 /// synchronous replication is turned off.
 pub async fn set_synchronous_standbys(t: &Target, k: usize, standbys: &[String]) -> Result<(), PgError> {
-    let value = if standbys.is_empty() {
-        String::new()
-    } else {
-        let names: Vec<String> = standbys.iter().map(|s| format!("\"{}\"", s.replace('"', "\"\""))).collect();
-        format!("ANY {} ({})", k.max(1), names.join(", "))
-    };
+    let value = synchronous_standby_names(k, standbys);
     let client = connect(t).await?;
     alter_system(&client, t, "setting synchronous_standby_names", "synchronous_standby_names", &value).await
+}
+
+/// Wait (up to the target's timeout) until the replica `t` has replayed
+/// WAL up to `lsn`. Returns its state then.
+pub async fn wait_replayed(t: &Target, lsn: Lsn) -> Result<ServerState, PgError> {
+    let client = connect(t).await?;
+    let deadline = Instant::now() + t.timeout;
+    loop {
+        let state = probe_on(&client, t).await?;
+        if state.replay_lsn.is_some_and(|r| r >= lsn) || (!state.in_recovery && state.current_lsn >= Some(lsn)) {
+            return Ok(state);
+        }
+        if Instant::now() >= deadline {
+            return Err(PgError::Timeout { address: t.address.clone(), what: "catching up", timeout: t.timeout });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// How many client sessions on `t` (other than ours) are running a
+/// statement or are inside a transaction.
+pub async fn busy_sessions(t: &Target) -> Result<u64, PgError> {
+    let client = connect(t).await?;
+    let sql = "SELECT count(*)::text FROM pg_stat_activity WHERE backend_type = 'client backend' \
+               AND pid <> pg_backend_pid() AND state IS DISTINCT FROM 'idle'";
+    let rows = rows(&client, t, "counting busy sessions", sql).await?;
+    Ok(rows.first().and_then(|r| r[0].as_deref()).and_then(|n| n.parse().ok()).unwrap_or(0))
+}
+
+/// Make the primary `t` refuse writes from ordinary sessions
+/// (`default_transaction_read_only = on`), end every other client session
+/// that is still running a statement or inside a transaction (idle ones
+/// read the new default at their next statement), and return its WAL
+/// position: everything a replica must have before it may take over.
+pub async fn make_read_only(t: &Target) -> Result<Lsn, PgError> {
+    let client = connect(t).await?;
+    alter_system(&client, t, "making the primary read-only", "default_transaction_read_only", "on").await?;
+    let sql = "SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity \
+               WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
+               AND state IS DISTINCT FROM 'idle'";
+    rows(&client, t, "ending client sessions", sql).await?;
+    let state = probe_on(&client, t).await?;
+    state.current_lsn.ok_or_else(|| PgError::Unexpected {
+        address: t.address.clone(),
+        what: "no current WAL position: not a primary".into(),
+    })
+}
+
+/// Undo [`make_read_only`] (a switchover that did not happen).
+pub async fn make_writable(t: &Target) -> Result<(), PgError> {
+    let client = connect(t).await?;
+    alter_system(&client, t, "making the primary writable", "default_transaction_read_only", "off").await
+}
+
+/// Commit one transaction that writes (it takes a transaction id) on the
+/// primary `t`: it returns once the commit is acknowledged, which with
+/// synchronous standbys means one of them has it.
+pub async fn commit_probe(t: &Target) -> Result<(), PgError> {
+    let client = connect(t).await?;
+    let sql = "SET default_transaction_read_only = off; SELECT txid_current()";
+    tokio::time::timeout(t.timeout, rows(&client, t, "a probe commit", sql))
+        .await
+        .map_err(|_| PgError::Timeout { address: t.address.clone(), what: "a probe commit", timeout: t.timeout })??;
+    Ok(())
+}
+
+/// The value of setting `name` on `t` (`current_setting`).
+pub async fn setting(t: &Target, name: &str) -> Result<String, PgError> {
+    let client = connect(t).await?;
+    let rows = rows(&client, t, "reading a setting", &format!("SELECT current_setting({})", quote_literal(name))).await?;
+    Ok(rows.first().and_then(|r| r[0].clone()).unwrap_or_default())
+}
+
+/// `synchronous_standby_names` for `ANY k` of `standbys` (empty: none,
+/// synchronous replication off), as [`set_synchronous_standbys`] sets it.
+pub fn synchronous_standby_names(k: usize, standbys: &[String]) -> String {
+    if standbys.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = standbys.iter().map(|s| format!("\"{}\"", s.replace('"', "\"\""))).collect();
+    format!("ANY {} ({})", k.max(1), names.join(", "))
 }
 
 /// A single-quoted SQL literal (standard_conforming_strings on).
@@ -289,7 +460,7 @@ fn quote_literal(value: &str) -> String {
 }
 
 /// A libpq connection-string value, quoted when it must be.
-fn conninfo_value(value: &str) -> String {
+pub(crate) fn conninfo_value(value: &str) -> String {
     if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
         return value.to_owned();
     }

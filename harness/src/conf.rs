@@ -48,8 +48,10 @@ impl ServerConf<'_> {
              shared_buffers = 32MB\n\
              # Throwaway data: durability only costs time.\n\
              fsync = off\n\
-             full_page_writes = off\n\
+             full_page_writes = on\n\
              wal_level = replica\n\
+             # pg_rewind (REJOIN NODE) needs full-page writes and hint-bit changes in the WAL.\n\
+             wal_log_hints = on\n\
              max_wal_senders = 10\n\
              max_replication_slots = 10\n\
              wal_keep_size = 256MB\n\
@@ -132,6 +134,7 @@ mod tests {
         assert!(text.contains("port = 5999\n"));
         assert!(text.contains("unix_socket_directories = '/tmp/it''s'\n"));
         assert!(text.contains("password_encryption = 'md5'\n"));
+        assert!(text.contains("wal_log_hints = on\n"), "pg_rewind needs it");
         assert!(text.ends_with("max_connections = 50\n"));
     }
 

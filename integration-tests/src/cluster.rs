@@ -1,6 +1,7 @@
 //! A cluster of Meridian nodes as separate `meridian serve` processes, in
 //! front of one real PostgreSQL cluster, for the issue-3 tests in
-//! `tests/cluster.rs`.
+//! `tests/cluster.rs` and the multi-node failover tests in
+//! `tests/cluster_failover.rs`.
 //!
 //! [`MeridianCluster::start`] starts PostgreSQL (a primary and, by default,
 //! one streaming replica), writes one config per member (`[cluster]` with
@@ -40,6 +41,18 @@
 //! Client connections (PostgreSQL protocol, admin console, HTTP) go straight
 //! to each node: a cut-off node still answers its clients and still reaches
 //! PostgreSQL, as a proxy cut off from its peers would.
+//!
+//! # Failover
+//!
+//! Every node probes every PostgreSQL server as the app user (a superuser
+//! with a backend password in the users file, so the control loop can also
+//! stop WAL receivers and promote). With [`ClusterSpec::sync_replication`]
+//! the shard is `durability = 'sync'` over `ANY 1` synchronous standbys;
+//! [`ClusterSpec::failure_timeout`] and [`ClusterSpec::probe_interval`] set
+//! how fast a dead primary is noticed. [`MeridianCluster::kill_pg`] and
+//! [`MeridianCluster::pause_pg`] are the faults; [`MeridianCluster::shard_view`],
+//! [`MeridianCluster::wait_new_primary`] and
+//! [`MeridianCluster::failover_events`] read what the nodes made of them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
@@ -51,7 +64,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use harness::{ClusterSpec as PgSpec, PgCluster};
+use harness::{ClusterSpec as PgSpec, PgCluster, PgServer};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use parking_lot::Mutex;
@@ -67,6 +80,9 @@ use crate::{APP_PASSWORD, APP_USER, PATIENCE};
 /// The table every write probe and load generator inserts into; created
 /// on the primary before the nodes start.
 pub const PROBE_TABLE: &str = "meridian_probe";
+
+/// The one shard of the seed topology.
+pub const SHARD: &str = "s1";
 
 /// How long a starting process may take to accept client connections.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -91,6 +107,18 @@ pub struct ClusterSpec {
     pub election_timeout: Duration,
     pub write_lease: Duration,
     pub write_hold: Duration,
+    /// `[health] probe_interval`: how often every node probes every
+    /// PostgreSQL server (and reports what changed through Raft).
+    pub probe_interval: Duration,
+    /// `cluster.failure_timeout`; `None` leaves Meridian's default.
+    pub failure_timeout: Option<Duration>,
+    /// Synchronous replication for shard `s1`: the primary gets
+    /// `synchronous_standby_names = 'ANY 1 (<every replica>)'` before the
+    /// nodes start (the replicas' `application_name`s are their node
+    /// names), and once they run the shard is set to `durability = 'sync'`
+    /// through the admin console, which every node sees before
+    /// [`MeridianCluster::start`] returns. Needs `replicas >= 1`.
+    pub sync_replication: bool,
     /// `MERIDIAN_LOG` for the processes.
     pub log_filter: String,
 }
@@ -105,6 +133,9 @@ impl Default for ClusterSpec {
             election_timeout: Duration::from_secs(1),
             write_lease: Duration::from_secs(1),
             write_hold: Duration::from_secs(5),
+            probe_interval: Duration::from_millis(100),
+            failure_timeout: None,
+            sync_replication: false,
             log_filter:
                 "info,openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=off".into(),
         }
@@ -182,6 +213,9 @@ impl MeridianCluster {
             .await
             .context("starting PostgreSQL (the server binaries must be installed)")?;
         pg.create_user(APP_USER, APP_PASSWORD, true).await?;
+        if spec.sync_replication {
+            make_replication_synchronous(&pg).await?;
+        }
         pg.primary()
             .execute(&format!(
                 "CREATE TABLE {PROBE_TABLE} (id bigserial PRIMARY KEY, node int NOT NULL, note text NOT NULL, \
@@ -200,7 +234,7 @@ impl MeridianCluster {
                 "[[user]]\nname = \"{APP_USER}\"\nauth = \"trust\"\nbackend_password = \"{APP_PASSWORD}\"\nadmin = true\n"
             ),
         )?;
-        let seed_topology = seed_topology(&pg);
+        let seed_topology = seed_topology(&pg, spec.probe_interval);
         let relays = if spec.relays { Some(RaftRelays::new()) } else { None };
         let mut cluster = MeridianCluster {
             pg,
@@ -229,6 +263,9 @@ impl MeridianCluster {
         let listening = started.elapsed();
         for &id in &initial {
             cluster.wait_writable(id).await.with_context(|| format!("m{id} never accepted a write"))?;
+        }
+        if spec.sync_replication {
+            cluster.make_shard_sync(&initial).await?;
         }
         eprintln!(
             "harness: PostgreSQL up after {pg_up:?}, {} members listening after {listening:?}, all writable after {:?} \
@@ -314,7 +351,7 @@ impl MeridianCluster {
         text.push_str(&format!(
             "[cluster]\nmember_id = {id}\nraft_listen = \"{}\"\nraft_advertise = \"{}\"\nclient_advertise = \"{}\"\n\
              data_dir = \"{}\"\nheartbeat_interval = \"{}\"\nelection_timeout = \"{}\"\nwrite_lease = \"{}\"\n\
-             write_hold = \"{}\"\n\n",
+             write_hold = \"{}\"\n{}\n",
             m.raft_listen,
             m.raft_addr,
             m.client_addr,
@@ -323,6 +360,7 @@ impl MeridianCluster {
             ms(s.election_timeout),
             ms(s.write_lease),
             ms(s.write_hold),
+            s.failure_timeout.map(|d| format!("failure_timeout = \"{}\"\n", ms(d))).unwrap_or_default(),
         ));
         for p in peers {
             let p = self.member(*p);
@@ -648,6 +686,236 @@ impl MeridianCluster {
     }
 }
 
+/// Failover: the PostgreSQL servers, and what the nodes say about them.
+impl MeridianCluster {
+    /// The ids of the members whose process is running.
+    pub fn running(&self) -> Vec<u64> {
+        self.members.values().filter(|m| m.child.is_some()).map(|m| m.id).collect()
+    }
+
+    /// The Raft leader the running members agree on.
+    pub async fn leader(&self) -> anyhow::Result<u64> {
+        self.wait_leader(&self.running()).await
+    }
+
+    /// The PostgreSQL server named `name` (such as `pg-replica-1`).
+    pub fn pg_server(&self, name: &str) -> anyhow::Result<&PgServer> {
+        self.pg.server(name).with_context(|| format!("no PostgreSQL server {name}"))
+    }
+
+    /// `kill -9` PostgreSQL server `name` (the postmaster and every child
+    /// at once) and wait until its processes are gone.
+    pub async fn kill_pg(&self, name: &str) -> anyhow::Result<()> {
+        self.pg_server(name)?.kill().await.with_context(|| format!("killing {name}"))
+    }
+
+    /// SIGSTOP every process of PostgreSQL server `name`; undo with
+    /// [`resume_pg`](Self::resume_pg).
+    pub fn pause_pg(&self, name: &str) -> anyhow::Result<()> {
+        self.pg_server(name)?.pause().with_context(|| format!("pausing {name}"))
+    }
+
+    /// SIGCONT every process of PostgreSQL server `name`.
+    pub fn resume_pg(&self, name: &str) -> anyhow::Result<()> {
+        self.pg_server(name)?.resume().with_context(|| format!("resuming {name}"))
+    }
+
+    /// Every running PostgreSQL server with whether it is in recovery
+    /// (asked over its Unix socket, not through Meridian).
+    pub async fn pg_in_recovery(&self) -> anyhow::Result<BTreeMap<String, bool>> {
+        let mut out = BTreeMap::new();
+        for server in self.pg.servers().iter().filter(|s| s.is_running()) {
+            let v = server
+                .query_value("SELECT pg_is_in_recovery()")
+                .await
+                .with_context(|| format!("asking {} whether it is in recovery", server.name()))?;
+            out.insert(server.name().to_owned(), v.as_deref() == Some("t"));
+        }
+        Ok(out)
+    }
+
+    /// Shard `shard` as member `id` shows it (`SHOW SHARDS`).
+    pub async fn shard_view(&self, id: u64, shard: &str) -> anyhow::Result<ShardView> {
+        shard_view(&self.show(id, "SHOW SHARDS").await?, shard).with_context(|| format!("on m{id}"))
+    }
+
+    /// Poll every member of `among` (every 20 ms) until shard `shard`
+    /// satisfies `done` on each, for at most `within`: what each showed
+    /// then. `what` names the condition in the error.
+    pub async fn wait_shard(
+        &self,
+        among: &[u64],
+        shard: &str,
+        what: &str,
+        within: Duration,
+        done: impl Fn(&ShardView) -> bool,
+    ) -> anyhow::Result<BTreeMap<u64, ShardView>> {
+        let deadline = Instant::now() + within;
+        let mut last = BTreeMap::new();
+        loop {
+            let mut views = BTreeMap::new();
+            for &id in among {
+                match self.shard_view(id, shard).await {
+                    Ok(v) => {
+                        views.insert(id, v);
+                    }
+                    Err(e) => {
+                        last.insert(id, format!("{e:#}"));
+                    }
+                }
+            }
+            if views.len() == among.len() && views.values().all(&done) {
+                return Ok(views);
+            }
+            for (id, v) in &views {
+                last.insert(*id, format!("{v:?}"));
+            }
+            if Instant::now() > deadline {
+                bail!("shard {shard}: not {what} on every one of {among:?} within {within:?} (last: {last:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Wait (at most `within`) until every member of `among` shows the
+    /// same unfenced primary of `shard`, other than `old`, at the same
+    /// epoch: the end of a failover as the nodes see it.
+    pub async fn wait_new_primary(
+        &self,
+        among: &[u64],
+        shard: &str,
+        old: &str,
+        within: Duration,
+    ) -> anyhow::Result<ShardView> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let views = self
+                .wait_shard(among, shard, &format!("failed over from {old}"), left, |v| {
+                    !v.fenced && v.primary.as_deref().is_some_and(|p| p != old)
+                })
+                .await?;
+            let first = views.values().next().cloned().context("no members to ask")?;
+            if views.values().all(|v| v.primary == first.primary && v.epoch == first.epoch) {
+                return Ok(first);
+            }
+            ensure!(Instant::now() < deadline, "members disagree on shard {shard}: {views:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The `failover` events of `SHOW EVENTS` on member `id`, oldest first.
+    pub async fn failover_events(&self, id: u64) -> anyhow::Result<Vec<EventView>> {
+        let rows = self.show(id, "SHOW EVENTS").await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            if col(r, "kind")? != "failover" {
+                continue;
+            }
+            out.push(EventView {
+                id: col(r, "id")?.parse().with_context(|| format!("event id in {r:?}"))?,
+                shard: col(r, "shard")?.to_owned(),
+                node: col(r, "node")?.to_owned(),
+                summary: col(r, "summary")?.to_owned(),
+                phases: col(r, "phases")?.to_owned(),
+            });
+        }
+        out.sort_by_key(|e| e.id);
+        Ok(out)
+    }
+
+    /// `cluster_state` of PostgreSQL node `node` in member `id`'s
+    /// `SHOW NODES` (`fenced` for a failed-over primary).
+    pub async fn node_cluster_state(&self, id: u64, node: &str) -> anyhow::Result<String> {
+        let rows = self.show(id, "SHOW NODES").await?;
+        let row = rows
+            .iter()
+            .find(|r| r.get("name").and_then(|v| v.as_deref()) == Some(node))
+            .with_context(|| format!("no node {node} in SHOW NODES on m{id}: {rows:?}"))?;
+        Ok(col(row, "cluster_state")?.to_owned())
+    }
+
+    /// Set shard [`SHARD`] to `durability = 'sync'` and wait until every
+    /// member of `ids` shows it.
+    async fn make_shard_sync(&self, ids: &[u64]) -> anyhow::Result<()> {
+        let first = *ids.first().context("no members")?;
+        let admin = self.admin(first).await?;
+        tokio::time::timeout(
+            PATIENCE,
+            rows(&admin, &format!("ALTER SHARD {SHARD} SET (durability = 'sync', rpo_target = '0s')")),
+        )
+        .await
+        .context("ALTER SHARD: no answer")??;
+        self.wait_shard(ids, SHARD, "durability = 'sync'", PATIENCE, |v| v.durability == "sync").await?;
+        Ok(())
+    }
+}
+
+/// A row of `SHOW SHARDS`, as one node sees the shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardView {
+    pub name: String,
+    pub epoch: u64,
+    /// The writable primary the node routes to: `None` while fenced.
+    pub primary: Option<String>,
+    pub fenced: bool,
+    /// `async` or `sync`.
+    pub durability: String,
+}
+
+/// Shard `shard`'s row of `SHOW SHARDS` rows.
+pub fn shard_view(rows: &Rows, shard: &str) -> anyhow::Result<ShardView> {
+    let r = rows
+        .iter()
+        .find(|r| r.get("name").and_then(|v| v.as_deref()) == Some(shard))
+        .with_context(|| format!("no shard {shard} in SHOW SHARDS: {rows:?}"))?;
+    let epoch = col(r, "epoch")?;
+    Ok(ShardView {
+        name: shard.to_owned(),
+        epoch: epoch.parse().with_context(|| format!("epoch {epoch:?} of {shard}"))?,
+        primary: Some(col(r, "primary")?.to_owned()).filter(|p| !p.is_empty()),
+        fenced: truthy(col(r, "fenced")?),
+        durability: col(r, "durability")?.to_owned(),
+    })
+}
+
+/// A `failover` row of `SHOW EVENTS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventView {
+    pub id: u64,
+    pub shard: String,
+    /// The promoted node (or the old primary when the failover stopped).
+    pub node: String,
+    pub summary: String,
+    /// The phase timeline.
+    pub phases: String,
+}
+
+/// `synchronous_standby_names = 'ANY 1 (<every replica>)'` on the primary,
+/// as Meridian's failover sets it on a new one, then wait until every
+/// replica is a quorum standby.
+async fn make_replication_synchronous(pg: &PgCluster) -> anyhow::Result<()> {
+    let names: Vec<String> = pg.replicas().iter().map(|r| format!("\"{}\"", r.name())).collect();
+    ensure!(!names.is_empty(), "sync_replication needs at least one replica");
+    let primary = pg.primary();
+    primary.execute(&format!("ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 ({})'", names.join(", "))).await?;
+    primary.execute("SELECT pg_reload_conf()").await?;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let quorum =
+            primary.query_value("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'quorum'").await?;
+        if quorum.as_deref() == Some(names.len().to_string().as_str()) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the replicas did not become quorum standbys within {PATIENCE:?} ({quorum:?} of {})",
+            names.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Drop for MeridianCluster {
     fn drop(&mut self) {
         for m in self.members.values_mut() {
@@ -834,9 +1102,10 @@ pub fn tail(path: &Path, lines: usize) -> String {
 
 /// A one-shard seed `[topology]` of the PostgreSQL cluster (its primary and
 /// replicas, region `local`) with probes as the app user.
-fn seed_topology(pg: &PgCluster) -> String {
+fn seed_topology(pg: &PgCluster, probe_interval: Duration) -> String {
     let mut t = format!(
-        "[health]\nuser = \"{APP_USER}\"\nprobe_interval = \"100ms\"\n\n[topology]\n\n[[topology.shard]]\nname = \"s1\"\n\n"
+        "[health]\nuser = \"{APP_USER}\"\nprobe_interval = \"{}ms\"\n\n[topology]\n\n[[topology.shard]]\nname = \"s1\"\n\n",
+        probe_interval.as_millis()
     );
     for server in pg.servers() {
         let role = if server.name() == pg.primary().name() { "primary" } else { "replica" };

@@ -59,6 +59,7 @@ pub async fn failover_bed(write_hold: &str) -> anyhow::Result<(TestBed, tempfile
     let spec = BedSpec {
         cluster: ClusterSpec::default().with_replicas(2),
         routed: true,
+        managed: true,
         extra_config: cluster_section(raft_dir.path(), write_hold)?,
         ..BedSpec::default()
     };
@@ -85,6 +86,72 @@ pub async fn admin_rows(bed: &TestBed, sql: &str) -> anyhow::Result<Vec<Vec<Opti
         }
     }
     Ok(rows)
+}
+
+/// Make shard `s1` synchronous (`ANY 1` of both replicas, RPO target 0).
+pub async fn make_sync(bed: &TestBed) -> anyhow::Result<()> {
+    let primary = bed.cluster.primary();
+    let standbys: Vec<String> = bed.cluster.replicas().iter().map(|r| format!("\"{}\"", r.name())).collect();
+    primary.execute(&format!("ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 ({})'", standbys.join(", "))).await?;
+    primary.execute("SELECT pg_reload_conf()").await?;
+    admin_rows(bed, "ALTER SHARD s1 SET (durability = 'sync', rpo_target = '0s')").await?;
+    Ok(())
+}
+
+/// A running write load (see [`LoadRun::start`]).
+pub struct LoadRun {
+    load: Arc<Load>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What a stopped load saw.
+pub struct LoadResult {
+    /// Acknowledged ids in order, with when.
+    pub acked: Vec<(i64, Instant)>,
+    /// Errors, in order (`Some("40001"): message`, ...).
+    pub errors: Vec<String>,
+}
+
+impl LoadResult {
+    /// The longest gap between two acknowledged writes.
+    pub fn outage(&self) -> Duration {
+        self.acked.windows(2).map(|w| w[1].1.duration_since(w[0].1)).max().unwrap_or_default()
+    }
+
+    /// The acknowledged ids `server` does not have.
+    pub async fn missing_on(&self, server: &harness::PgServer) -> anyhow::Result<Vec<i64>> {
+        let present: HashSet<i64> = server
+            .query("SELECT id FROM acked")
+            .await?
+            .iter()
+            .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
+            .collect();
+        Ok(self.acked.iter().map(|(id, _)| *id).filter(|id| !present.contains(id)).collect())
+    }
+}
+
+impl LoadRun {
+    /// Insert 1, 2, 3, ... into `acked` through `config` (autocommit,
+    /// extended protocol), until stopped.
+    pub fn start(config: tokio_postgres::Config) -> LoadRun {
+        let load: Arc<Load> = Arc::default();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(write_load(config, load.clone(), stop.clone()));
+        LoadRun { load, stop, task }
+    }
+
+    pub fn acknowledged(&self) -> usize {
+        self.load.acked.lock().len()
+    }
+
+    pub async fn stop(self) -> anyhow::Result<LoadResult> {
+        self.stop.cancel();
+        self.task.await?;
+        let acked = self.load.acked.lock().clone();
+        let errors = self.load.errors.lock().clone();
+        Ok(LoadResult { acked, errors })
+    }
 }
 
 /// Acknowledged ids with when they were acknowledged, and the errors seen.
@@ -141,10 +208,7 @@ async fn write_load(config: tokio_postgres::Config, load: Arc<Load>, stop: tokio
 pub async fn kill_primary_under_writes() -> anyhow::Result<KillRun> {
     let (bed, _raft_dir) = failover_bed("10s").await?;
     let primary = bed.cluster.primary();
-    let standbys: Vec<String> = bed.cluster.replicas().iter().map(|r| format!("\"{}\"", r.name())).collect();
-    primary.execute(&format!("ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 ({})'", standbys.join(", "))).await?;
-    primary.execute("SELECT pg_reload_conf()").await?;
-    admin_rows(&bed, "ALTER SHARD s1 SET (durability = 'sync', rpo_target = '0s')").await?;
+    make_sync(&bed).await?;
 
     let load: Arc<Load> = Arc::default();
     let stop = tokio_util::sync::CancellationToken::new();

@@ -39,6 +39,9 @@ pub struct BedSpec {
     /// Route through a `[topology]` of the cluster's primary and replicas
     /// (reads to replicas, read-your-writes) instead of `[backend]`.
     pub routed: bool,
+    /// List every PostgreSQL server under `[[managed]]` (this host's
+    /// servers, which the node may kill, stop, start and rewind).
+    pub managed: bool,
 }
 
 impl Default for BedSpec {
@@ -49,6 +52,7 @@ impl Default for BedSpec {
             client_auth: "scram-sha-256",
             extra_users: String::new(),
             routed: false,
+            managed: false,
         }
     }
 }
@@ -243,8 +247,17 @@ impl TestBed {
         } else {
             format!("[backend]\naddress = \"{}\"\n", cluster.primary().addr())
         };
+        let managed: String = if spec.managed {
+            cluster
+                .servers()
+                .iter()
+                .map(|s| format!("[[managed]]\nnode = \"{}\"\ndata_dir = \"{}\"\n\n", s.name(), s.data_dir().display()))
+                .collect()
+        } else {
+            String::new()
+        };
         let config_text = format!(
-            "[node]\nname = \"test\"\n\n[listen]\naddress = \"127.0.0.1:0\"\n{}\n\n[auth]\nusers_file = \"users.toml\"\n\n{servers}\n{}",
+            "[node]\nname = \"test\"\n\n[listen]\naddress = \"127.0.0.1:0\"\n{}\n\n[auth]\nusers_file = \"users.toml\"\n\n{servers}\n{}\n{managed}",
             extras.listen, spec.extra_config
         );
         std::fs::write(dir.path().join("meridian.toml"), &config_text)?;

@@ -58,6 +58,10 @@ pub enum Error {
     Backend(#[from] crate::backend::BackendError),
     #[error("server connection lost: {0}")]
     ServerLost(String),
+    /// The server connection was lost while a commit was in flight and the
+    /// session cannot go on (it held session state on that connection).
+    #[error("server connection lost during a commit: {0}")]
+    ServerLostInCommit(String),
     /// A user without `admin = true` asked for the admin console.
     #[error("permission denied for the admin console: user \"{0}\" is not an admin")]
     AdminDenied(String),
@@ -89,6 +93,7 @@ impl ClientError for Error {
             Error::Pool(e) => e.sqlstate(),
             Error::Backend(e) => e.sqlstate(),
             Error::ServerLost(_) => SqlState::CONNECTION_FAILURE,
+            Error::ServerLostInCommit(_) => SqlState::TRANSACTION_RESOLUTION_UNKNOWN,
             Error::AdminDenied(_) => SqlState::INSUFFICIENT_PRIVILEGE,
             Error::NoTopology => SqlState::CANNOT_CONNECT_NOW,
             Error::Cluster(_) => SqlState::INTERNAL_ERROR,
@@ -102,6 +107,52 @@ impl ClientError for Error {
             Error::Pool(e) => e.client_message(),
             Error::Backend(e) => e.client_message(),
             e => e.to_string(),
+        }
+    }
+}
+
+/// What a client whose session survives the loss of its server connection
+/// (the server died under it: killed, crashed, cut off, with no FATAL of
+/// its own) is told about the transaction that was on it. Which one is
+/// decided by `session::lost`; the texts and codes are chosen here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerGone {
+    /// Certainly not committed (a statement inside a transaction block, a
+    /// read, a batch not yet synced): `40001`, which drivers and
+    /// applications retry, like the write gate's refusals.
+    RolledBack,
+    /// A commit was in flight (`COMMIT`, or an autocommit statement that
+    /// may write) and its answer never came: `08007`. Never reported as a
+    /// success or a failure, since either may be false.
+    CommitUnknown,
+    /// A later statement of a transaction already reported lost: `25P02`,
+    /// as PostgreSQL answers in an aborted transaction.
+    InFailedTransaction,
+}
+
+impl ClientError for ServerGone {
+    fn sqlstate(&self) -> SqlState {
+        match self {
+            ServerGone::RolledBack => SqlState::T_R_SERIALIZATION_FAILURE,
+            ServerGone::CommitUnknown => SqlState::TRANSACTION_RESOLUTION_UNKNOWN,
+            ServerGone::InFailedTransaction => SqlState::IN_FAILED_SQL_TRANSACTION,
+        }
+    }
+
+    fn client_message(&self) -> String {
+        match self {
+            ServerGone::RolledBack => "meridian: the connection to the server (its primary may have failed) was lost; \
+                                       the transaction was not committed: retry it"
+                .into(),
+            ServerGone::CommitUnknown => {
+                "meridian: the connection to the server (its primary may have failed) was lost \
+                                          while a commit was in progress: the transaction may or may not have \
+                                          committed"
+                    .into()
+            }
+            ServerGone::InFailedTransaction => {
+                "current transaction is aborted, commands ignored until end of transaction block".into()
+            }
         }
     }
 }
@@ -124,5 +175,10 @@ mod tests {
         assert_eq!(Error::Protocol("x".into()).sqlstate(), SqlState::PROTOCOL_VIOLATION);
         assert_eq!(Error::AdminDenied("x".into()).sqlstate(), SqlState::INSUFFICIENT_PRIVILEGE);
         assert_eq!(Error::Io(std::io::Error::other("secret detail")).client_message(), "connection failure");
+        assert_eq!(Error::ServerLost("x".into()).sqlstate(), SqlState::CONNECTION_FAILURE);
+        assert_eq!(Error::ServerLostInCommit("x".into()).sqlstate(), SqlState::TRANSACTION_RESOLUTION_UNKNOWN);
+        assert_eq!(ServerGone::RolledBack.sqlstate().code(), crate::cluster::gate::SQLSTATE);
+        assert_eq!(ServerGone::CommitUnknown.sqlstate().code(), "08007");
+        assert_eq!(ServerGone::InFailedTransaction.sqlstate().code(), "25P02");
     }
 }

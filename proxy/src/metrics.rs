@@ -21,8 +21,11 @@
 //! [`STRIPES`] histograms per shard and role); it allocates and takes the
 //! shared map's lock only at a thread's first statement for a shard.
 //!
-//! Metric names are `meridian_proxy_*` (this node's data path) and
-//! `meridian_consensus_*` (its Raft member, on cluster nodes); labels take
+//! Metric names are `meridian_proxy_*` (this node's data path),
+//! `meridian_consensus_*` (its Raft member, on cluster nodes) and, on
+//! cluster nodes, `meridian_failovers_total`, `meridian_drills_total` and
+//! `meridian_last_failover_rto_seconds` (the cluster's reports, the same on
+//! every node: `reports.rs`); labels take
 //! values from fixed sets or from the topology (shard and server names),
 //! never SQL text or user names. docs/operations.md lists every metric.
 
@@ -48,6 +51,9 @@ use router::topology::Role;
 
 use crate::clients::ClientState;
 use crate::node::Shared;
+
+mod reports;
+pub use reports::ReportSample;
 
 /// The `Content-Type` of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -334,6 +340,8 @@ pub struct Sample {
     pub raft: Option<RaftSample>,
     /// On a cluster node.
     pub lease: Option<LeaseState>,
+    /// On a cluster node: what the replicated reports say.
+    pub reports: Option<ReportSample>,
 }
 
 /// Label values of [`Sample::clients`], in order.
@@ -405,6 +413,7 @@ impl Sample {
             topology_shards: topology.shards.len() as u64,
             raft: raft.map(RaftSample::from),
             lease: shared.cluster.as_ref().map(|c| raft.map_or_else(|| c.lease(), |s| s.lease)),
+            reports: shared.cluster.as_ref().map(|c| ReportSample::of(&c.state())),
         }
     }
 }
@@ -651,6 +660,9 @@ impl Collector for SampleCollector {
                 None,
                 lease.epoch_view,
             )?;
+        }
+        if let Some(r) = &s.reports {
+            reports::encode(e, r)?;
         }
         Ok(())
     }

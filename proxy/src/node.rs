@@ -70,6 +70,9 @@ pub struct Shared {
     /// The file the node's configuration came from, for the admin
     /// console's `RELOAD`; unset when it was built in memory (tests, demo).
     pub(crate) config_path: std::sync::OnceLock<std::path::PathBuf>,
+    /// Where this node accepts PostgreSQL clients (the bound address, port
+    /// 0 resolved): a drill's writer connects here, as applications do.
+    pub(crate) client_addr: SocketAddr,
 }
 
 impl Shared {
@@ -126,6 +129,7 @@ impl Node {
             None => config.topology.clone(),
         };
         let (topology, _) = watch::channel(Arc::new(initial));
+        let client_addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             topology,
             health: Arc::new(Health::default()),
@@ -146,6 +150,7 @@ impl Node {
             cluster,
             metrics: crate::metrics::Metrics::default(),
             config_path: std::sync::OnceLock::new(),
+            client_addr,
         });
         Ok(Node { listener, http, shared, stop_accepting: CancellationToken::new(), clients })
     }

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AUDIT_LOG_LIMIT, AuditEntry, Durability, EVENT_LOG_LIMIT, Event, EventKind, KeyType, KeyValue, NodeState, PgNode,
-    Phase, PolicyChange, RangePart, Role, Shard, ShardMap, ShardPolicy, TopologyState, UserAuth, UserRecord,
+    Phase, PolicyChange, REPORT_LIMIT, RangePart, Report, Role, Shard, ShardMap, ShardPolicy, TopologyState, UserAuth,
+    UserRecord,
 };
 use crate::types::{Change, Command, Epoch, qualified};
 
@@ -152,6 +153,7 @@ impl TopologyState {
             Change::PutUser { user } => self.put_user(user),
             Change::ReportReach { member, node, reachable } => self.report_reach(*member, node, *reachable),
             Change::DropUser { name } => self.drop_user(name),
+            Change::RecordReport { report } => check_report(report),
         }?;
         let Effect::Changed(event) = effect else {
             return Ok(Applied { version: self.version, changed: false });
@@ -160,7 +162,11 @@ impl TopologyState {
         if let Some(draft) = event {
             self.record_event(cmd, draft);
         }
-        if !matches!(cmd.change, Change::AppendEvent { .. } | Change::ReportReach { .. }) {
+        if let Change::RecordReport { report } = &cmd.change {
+            self.record_report(cmd, report);
+        }
+        if !matches!(cmd.change, Change::AppendEvent { .. } | Change::ReportReach { .. } | Change::RecordReport { .. })
+        {
             push_bounded(
                 &mut self.audit,
                 AuditEntry {
@@ -189,6 +195,16 @@ impl TopologyState {
         };
         self.next_event_id += 1;
         push_bounded(&mut self.events, event, EVENT_LOG_LIMIT);
+    }
+
+    fn record_report(&mut self, cmd: &Command, report: &Report) {
+        let mut report = report.clone();
+        report.id = self.next_report_id;
+        report.version = self.version;
+        report.at = cmd.at;
+        report.actor = cmd.actor.clone();
+        self.next_report_id += 1;
+        push_bounded(&mut self.reports, report, REPORT_LIMIT);
     }
 
     fn shard(&self, name: &str) -> Result<&Shard, CommandError> {
@@ -604,6 +620,30 @@ fn append_event(
         return Err(CommandError::InvalidEvent("phases are not in time order".into()));
     }
     Ok(Effect::Changed(Some(EventDraft { kind, shard, node, summary: summary.to_owned(), phases: phases.to_vec() })))
+}
+
+fn check_report(report: &Report) -> Result<Effect, CommandError> {
+    if report.phases.windows(2).any(|pair| pair[1].at < pair[0].at) {
+        return Err(CommandError::InvalidEvent("the report's phases are not in time order".into()));
+    }
+    let what = match (&report.shard, &report.region) {
+        (Some(shard), _) => format!("shard {shard}"),
+        (None, Some(region)) => format!("region {region}"),
+        (None, None) => "the cluster".to_owned(),
+    };
+    let verdict = match report.passed {
+        Some(true) => "passed",
+        Some(false) => "failed",
+        None => "not judged",
+    };
+    let summary = format!("{} of {what}: {}, {verdict}. {}", report.kind, report.outcome, report.detail);
+    Ok(Effect::Changed(Some(EventDraft {
+        kind: report.kind.event_kind(),
+        shard: report.shard.clone(),
+        node: report.new_primary.clone().or_else(|| report.old_primary.clone()),
+        summary: summary.trim_end().to_owned(),
+        phases: report.phases.clone(),
+    })))
 }
 
 fn push_bounded<T>(log: &mut std::collections::VecDeque<T>, item: T, limit: usize) {

@@ -28,6 +28,9 @@ use crate::types::{Change, Epoch, UnixMillis};
 pub const EVENT_LOG_LIMIT: usize = 1000;
 /// How many entries [`TopologyState::audit`] keeps; older ones are dropped.
 pub const AUDIT_LOG_LIMIT: usize = 1000;
+/// How many [`Report`]s [`TopologyState::reports`] keeps; older ones are
+/// dropped.
+pub const REPORT_LIMIT: usize = 500;
 
 /// The replicated topology: regions, PostgreSQL nodes, shards with their
 /// primaries and epochs, sharding rules, and the event and audit logs.
@@ -66,6 +69,13 @@ pub struct TopologyState {
     /// only when a majority of members cannot reach it for long enough).
     #[serde(default)]
     pub reach: BTreeMap<String, BTreeMap<u64, bool>>,
+    /// Failover, switchover and drill reports (`SHOW FAILOVERS`, `SHOW
+    /// DRILLS`): the newest [`REPORT_LIMIT`].
+    #[serde(default)]
+    pub reports: VecDeque<Report>,
+    /// Id of the next report; ids are never reused.
+    #[serde(default)]
+    pub next_report_id: u64,
 }
 
 /// A client user as the cluster knows it. The secret is what a users file
@@ -434,4 +444,189 @@ pub struct AuditEntry {
     pub actor: String,
     pub origin: String,
     pub change: Change,
+}
+
+/// What one failover, switchover or drill did and how it measured up
+/// against its shard's targets. Recorded with [`Change::RecordReport`]; the
+/// state machine fills in `id`, `version`, `at` and `actor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub id: u64,
+    /// The topology version the report was recorded at: how its proposer
+    /// finds it.
+    pub version: u64,
+    /// When it was recorded.
+    pub at: UnixMillis,
+    /// Who ran it: `failover` for the control loop, else the admin role.
+    pub actor: String,
+    pub kind: ReportKind,
+    pub shard: Option<String>,
+    /// The region a region-outage drill cut off.
+    pub region: Option<String>,
+    pub old_primary: Option<String>,
+    pub new_primary: Option<String>,
+    /// The epoch the new primary was committed under (0: none).
+    pub epoch: Epoch,
+    pub outcome: Outcome,
+    /// What happened, in a sentence or two (why it stopped, what was lost).
+    pub detail: String,
+    /// Each step and when it finished, in order.
+    pub phases: Vec<Phase>,
+    /// The client-visible write outage in milliseconds: for a drill, the
+    /// longest gap between two writes its own writer had acknowledged; for
+    /// a failover, from the first failed probe of the primary to the first
+    /// commit on the new one; for a switchover, from the fence to the
+    /// first commit. `None`: not measured.
+    pub rto_ms: Option<u64>,
+    /// WAL bytes the old primary had that the new one never got (`None`:
+    /// unknown, the old primary's position was never seen).
+    pub rpo_bytes: Option<u64>,
+    /// Acknowledged commits missing on the new primary (drills count their
+    /// own writes; `None`: not counted).
+    pub rpo_commits: Option<u64>,
+    /// The age of the oldest lost commit when the fault struck, in
+    /// milliseconds (0 when nothing was lost; `None`: unknown).
+    pub rpo_ms: Option<u64>,
+    /// The shard's targets when it ran.
+    pub rto_target_ms: u64,
+    pub rpo_target_ms: u64,
+    /// Whether it met both targets (`None`: not enough was measured to
+    /// say). See [`Report::judge`].
+    pub passed: Option<bool>,
+    /// Writes the drill's writer had acknowledged.
+    pub writes: Option<u64>,
+    /// Other reports this one includes (the failovers of a drill).
+    pub related: Vec<u64>,
+}
+
+impl Report {
+    /// A report of `kind` for `shard`, with nothing measured yet.
+    pub fn new(kind: ReportKind, shard: Option<&str>, policy: Option<&ShardPolicy>) -> Report {
+        Report {
+            id: 0,
+            version: 0,
+            at: 0,
+            actor: String::new(),
+            kind,
+            shard: shard.map(str::to_owned),
+            region: None,
+            old_primary: None,
+            new_primary: None,
+            epoch: 0,
+            outcome: Outcome::Completed,
+            detail: String::new(),
+            phases: Vec::new(),
+            rto_ms: None,
+            rpo_bytes: None,
+            rpo_commits: None,
+            rpo_ms: None,
+            rto_target_ms: policy.map_or(0, |p| p.rto_target.as_millis() as u64),
+            rpo_target_ms: policy.map_or(0, |p| p.rpo_target.as_millis() as u64),
+            passed: None,
+            writes: None,
+            related: Vec::new(),
+        }
+    }
+
+    /// Pass or fail against the targets: it must have completed, its
+    /// outage must be within `rto_target`, and its loss within
+    /// `rpo_target` (a zero target allows no lost commit and no lost
+    /// byte). `None` when the outage or the loss was not measured.
+    pub fn judge(&self) -> Option<bool> {
+        if self.outcome != Outcome::Completed {
+            return Some(false);
+        }
+        let rto_ok = self.rto_ms? <= self.rto_target_ms;
+        // Counted acknowledged commits are the truth; bytes only when the
+        // commits were not counted (a WAL difference may be unacknowledged
+        // work).
+        let lost = match (self.rpo_commits, self.rpo_bytes) {
+            (Some(commits), _) => commits > 0,
+            (None, Some(bytes)) => bytes > 0,
+            (None, None) => return None,
+        };
+        let rpo_ok = if !lost {
+            true
+        } else if self.rpo_target_ms == 0 {
+            false
+        } else {
+            self.rpo_ms? <= self.rpo_target_ms
+        };
+        Some(rto_ok && rpo_ok)
+    }
+
+    /// When the phase `name` finished, if it did.
+    pub fn phase(&self, name: &str) -> Option<UnixMillis> {
+        self.phases.iter().find(|p| p.name == name).map(|p| p.at)
+    }
+}
+
+/// What a [`Report`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportKind {
+    /// The control loop replaced a dead primary.
+    Failover,
+    /// `FAILOVER SHARD`: an operator replaced the primary, alive or not.
+    ManualFailover,
+    /// `SWITCHOVER SHARD`: a planned change of primary, nothing lost.
+    Switchover,
+    /// `DRILL FAILOVER SHARD`: the primary killed for real, under load.
+    DrillFailover,
+    /// `DRILL SWITCHOVER SHARD`: a switchover under load.
+    DrillSwitchover,
+    /// `DRILL REGION 'r' OUTAGE`: a region's servers and nodes cut off.
+    DrillRegionOutage,
+}
+
+impl ReportKind {
+    pub fn is_drill(self) -> bool {
+        matches!(self, ReportKind::DrillFailover | ReportKind::DrillSwitchover | ReportKind::DrillRegionOutage)
+    }
+
+    /// The event log entry kind this report also appears as.
+    pub fn event_kind(self) -> EventKind {
+        match self {
+            ReportKind::Failover | ReportKind::ManualFailover => EventKind::Failover,
+            ReportKind::Switchover => EventKind::Switchover,
+            _ => EventKind::Drill,
+        }
+    }
+}
+
+impl fmt::Display for ReportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReportKind::Failover => "failover",
+            ReportKind::ManualFailover => "manual failover",
+            ReportKind::Switchover => "switchover",
+            ReportKind::DrillFailover => "drill failover",
+            ReportKind::DrillSwitchover => "drill switchover",
+            ReportKind::DrillRegionOutage => "drill region outage",
+        })
+    }
+}
+
+/// How a failover, switchover or drill ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The shard has its new primary (for a drill: and writes came back).
+    Completed,
+    /// Refused before anything changed, or stopped and rolled back: the
+    /// old primary still serves.
+    Aborted,
+    /// Stopped half way: the shard stays fenced for an operator (FAILOVER
+    /// SHARD ... FORCE, or fix and retry).
+    Stopped,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Completed => "completed",
+            Outcome::Aborted => "aborted",
+            Outcome::Stopped => "stopped",
+        })
+    }
 }

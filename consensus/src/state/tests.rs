@@ -889,3 +889,53 @@ fn reach_reports_are_kept_per_member_and_not_audited() {
     changed(&mut state, Change::RemoveNode { name: name("pg3") });
     assert!(!state.reach.contains_key("pg3"), "a removed node's reports go with it");
 }
+
+#[test]
+fn a_report_is_recorded_with_its_id_version_and_event() {
+    let mut state = TopologyState::default();
+    let policy = ShardPolicy::default();
+    let mut report = Report::new(ReportKind::Switchover, Some("s1"), Some(&policy));
+    report.detail = "pg-1 → pg-2".into();
+    report.phases = vec![Phase { name: "fence".into(), at: 10 }, Phase { name: "promote".into(), at: 20 }];
+    let applied = state.apply(&cmd(Change::RecordReport { report: Box::new(report.clone()) })).unwrap();
+    assert!(applied.changed);
+    let stored = state.reports.back().unwrap();
+    assert_eq!((stored.id, stored.version), (0, applied.version));
+    assert_eq!(state.next_report_id, 1);
+    assert_eq!(state.events.back().unwrap().kind, EventKind::Switchover);
+    assert!(state.audit.is_empty(), "reports are not audited");
+
+    report.phases.reverse();
+    let before = state.clone();
+    assert!(state.apply(&cmd(Change::RecordReport { report: Box::new(report) })).is_err());
+    assert_eq!(state, before, "refused: all or nothing");
+}
+
+#[test]
+fn reports_are_judged_against_their_targets() {
+    let policy = ShardPolicy { rpo_target: Duration::ZERO, durability: Durability::Sync, ..ShardPolicy::default() };
+    let mut r = Report::new(ReportKind::DrillFailover, Some("s1"), Some(&policy));
+    assert_eq!(r.judge(), None, "nothing measured");
+    r.rto_ms = Some(2_500);
+    r.rpo_commits = Some(0);
+    r.rpo_bytes = Some(120);
+    assert_eq!(r.judge(), Some(true), "no acknowledged commit lost: bytes do not count");
+    r.rpo_commits = Some(1);
+    assert_eq!(r.judge(), Some(false), "RPO 0 target, one commit lost");
+    r.rpo_commits = Some(0);
+    r.rto_ms = Some(10_001);
+    assert_eq!(r.judge(), Some(false), "over the RTO target");
+    r.rto_ms = Some(1);
+    r.outcome = Outcome::Stopped;
+    assert_eq!(r.judge(), Some(false), "did not complete");
+
+    let mut r = Report::new(ReportKind::Failover, Some("s1"), Some(&ShardPolicy::default()));
+    r.rto_ms = Some(3_000);
+    r.rpo_bytes = Some(4096);
+    assert_eq!(r.judge(), None, "bytes lost, age unknown, target 10 s");
+    r.rpo_ms = Some(200);
+    assert_eq!(r.judge(), Some(true));
+    r.rpo_bytes = Some(0);
+    r.rpo_ms = None;
+    assert_eq!(r.judge(), Some(true));
+}

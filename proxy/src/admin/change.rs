@@ -1,7 +1,9 @@
 //! The admin statements that change the replicated topology (DESIGN §6):
 //! text in, [`Action`] out. Each one becomes one `consensus::Change`
 //! proposed through Raft (or a membership change, or `RELOAD`); running it
-//! is `super::AdminSession`'s business.
+//! is `super::AdminSession`'s business. `SWITCHOVER`, `FAILOVER`,
+//! `REJOIN NODE` and `DRILL` become an [`Operation`] that the control
+//! runtime (`crate::control::ops::execute`) carries out step by step.
 //!
 //! Identifiers fold to lower case unless double-quoted, as in PostgreSQL;
 //! string literals ('...') are taken as written. Keywords are
@@ -15,6 +17,7 @@ use router::lex::{Lexer, Token};
 
 use super::AdminError;
 use super::command::string_literal;
+use crate::control::ops::{Drill, Operation};
 
 /// Priority of a node added without `PRIORITY`.
 pub(crate) const DEFAULT_PRIORITY: u32 = 100;
@@ -32,6 +35,9 @@ pub(crate) enum Action {
     RemoveMember(MemberId),
     /// `RELOAD`: what SIGHUP does.
     Reload,
+    /// `SWITCHOVER`, `FAILOVER`, `REJOIN NODE`, `DRILL`: an operation of
+    /// several steps, run by `crate::control::ops::execute`.
+    Control(Operation),
 }
 
 impl Action {
@@ -41,6 +47,12 @@ impl Action {
             Action::AddMember(_) => "ADD MEMBER",
             Action::RemoveMember(_) => "REMOVE MEMBER",
             Action::Reload => "RELOAD",
+            Action::Control(op) => match op {
+                Operation::Switchover { .. } => "SWITCHOVER",
+                Operation::Failover { .. } => "FAILOVER",
+                Operation::Rejoin { .. } => "REJOIN NODE",
+                Operation::Drill(_) => "DRILL",
+            },
         }
     }
 }
@@ -50,8 +62,23 @@ impl Action {
 pub(crate) fn parse(stmt: &str, verb: &str) -> Option<Result<Action, AdminError>> {
     let verb = verb.to_ascii_uppercase();
     let starts = [
-        "CREATE", "DROP", "ALTER", "SET", "ADD", "REMOVE", "BAN", "UNBAN", "SHARD", "UNSHARD", "PAUSE", "RESUME",
+        "CREATE",
+        "DROP",
+        "ALTER",
+        "SET",
+        "ADD",
+        "REMOVE",
+        "BAN",
+        "UNBAN",
+        "SHARD",
+        "UNSHARD",
+        "PAUSE",
+        "RESUME",
         "RELOAD",
+        "SWITCHOVER",
+        "FAILOVER",
+        "REJOIN",
+        "DRILL",
     ];
     if !starts.contains(&verb.as_str()) {
         return None;
@@ -279,10 +306,59 @@ impl<'a> Parser<'a> {
                 let (schema, table) = self.table_name()?;
                 Action::Propose { tag: "UNSHARD TABLE", change: Change::UnshardTable { schema, table } }
             }
+            "SWITCHOVER" | "FAILOVER" | "REJOIN" | "DRILL" => Action::Control(self.operation(verb)?),
             _ => return Err(AdminError::Unknown(verb.to_owned())),
         };
         self.end()?;
         Ok(action)
+    }
+
+    /// `SWITCHOVER SHARD s [TO n]`, `FAILOVER SHARD s [TO n] [FORCE]` (`TO`
+    /// and `FORCE` in either order), `REJOIN NODE n`, `DRILL SWITCHOVER
+    /// SHARD s`, `DRILL FAILOVER SHARD s`, `DRILL REGION r OUTAGE`.
+    fn operation(&mut self, verb: &str) -> Result<Operation, AdminError> {
+        Ok(match verb {
+            "SWITCHOVER" => {
+                self.object(&["SHARD"])?;
+                let shard = self.ident("a shard name")?;
+                let to = if self.keyword("TO") { Some(self.ident("the node to promote")?) } else { None };
+                Operation::Switchover { shard, to }
+            }
+            "FAILOVER" => {
+                self.object(&["SHARD"])?;
+                let shard = self.ident("a shard name")?;
+                let (mut to, mut force) = (None, false);
+                loop {
+                    if to.is_none() && self.keyword("TO") {
+                        to = Some(self.ident("the node to promote")?);
+                    } else if !force && self.keyword("FORCE") {
+                        force = true;
+                    } else {
+                        break;
+                    }
+                }
+                Operation::Failover { shard, to, force }
+            }
+            "REJOIN" => {
+                self.object(&["NODE"])?;
+                Operation::Rejoin { node: self.ident("a node name")? }
+            }
+            _ => match self.object(&["SWITCHOVER", "FAILOVER", "REGION"])? {
+                "SWITCHOVER" => {
+                    self.object(&["SHARD"])?;
+                    Operation::Drill(Drill::Switchover { shard: self.ident("a shard name")? })
+                }
+                "FAILOVER" => {
+                    self.object(&["SHARD"])?;
+                    Operation::Drill(Drill::Failover { shard: self.ident("a shard name")? })
+                }
+                _ => {
+                    let region = self.name("a region name")?;
+                    self.expect_keyword("OUTAGE")?;
+                    Operation::Drill(Drill::RegionOutage { region })
+                }
+            },
+        })
     }
 
     /// `CREATE USER name { PASSWORD 'pw' [MD5] | TRUST } [ADMIN]
@@ -789,6 +865,58 @@ mod tests {
         assert_eq!(change("RESUME SHARD s1"), Change::Resume { shard: Some("s1".into()) });
         assert_eq!(action("reload"), Action::Reload);
         assert_eq!(action("RELOAD").tag(), "RELOAD");
+    }
+
+    #[test]
+    fn operations() {
+        let op = |sql: &str| match action(sql) {
+            Action::Control(op) => op,
+            other => panic!("{sql}: {other:?}"),
+        };
+        assert_eq!(op("switchover shard S1"), Operation::Switchover { shard: "s1".into(), to: None });
+        assert_eq!(
+            op("SWITCHOVER SHARD s1 TO \"PG-2\""),
+            Operation::Switchover { shard: "s1".into(), to: Some("PG-2".into()) }
+        );
+        assert_eq!(op("FAILOVER SHARD s1"), Operation::Failover { shard: "s1".into(), to: None, force: false });
+        assert_eq!(
+            op("failover shard s1 to PG2 force"),
+            Operation::Failover { shard: "s1".into(), to: Some("pg2".into()), force: true }
+        );
+        assert_eq!(
+            op("FAILOVER SHARD s1 FORCE TO pg2"),
+            Operation::Failover { shard: "s1".into(), to: Some("pg2".into()), force: true }
+        );
+        assert_eq!(op("FAILOVER SHARD s1 FORCE"), Operation::Failover { shard: "s1".into(), to: None, force: true });
+        assert_eq!(op("REJOIN NODE Pg1"), Operation::Rejoin { node: "pg1".into() });
+        assert_eq!(op("DRILL SWITCHOVER SHARD S1"), Operation::Drill(Drill::Switchover { shard: "s1".into() }));
+        assert_eq!(op("drill failover shard s1"), Operation::Drill(Drill::Failover { shard: "s1".into() }));
+        assert_eq!(
+            op("DRILL REGION 'EU-West' OUTAGE"),
+            Operation::Drill(Drill::RegionOutage { region: "EU-West".into() })
+        );
+        assert_eq!(op("drill region EU outage"), Operation::Drill(Drill::RegionOutage { region: "eu".into() }));
+        // The CommandComplete tags.
+        for (sql, tag) in [
+            ("SWITCHOVER SHARD s", "SWITCHOVER"),
+            ("FAILOVER SHARD s FORCE", "FAILOVER"),
+            ("REJOIN NODE n", "REJOIN NODE"),
+            ("DRILL FAILOVER SHARD s", "DRILL"),
+            ("DRILL REGION r OUTAGE", "DRILL"),
+        ] {
+            assert_eq!(action(sql).tag(), tag, "{sql}");
+        }
+        assert_eq!(syntax("SWITCHOVER s1"), "SWITCHOVER: expected SHARD, found \"s1\"");
+        assert_eq!(syntax("SWITCHOVER SHARD"), "SWITCHOVER SHARD: expected a shard name, found end of statement");
+        assert!(syntax("SWITCHOVER SHARD s1 FORCE").contains("expected end of statement, found \"FORCE\""));
+        assert!(syntax("SWITCHOVER SHARD s1 TO").contains("the node to promote"));
+        assert!(syntax("FAILOVER SHARD s1 FORCE FORCE").contains("end of statement"));
+        assert!(syntax("FAILOVER SHARD s1 TO a TO b").contains("end of statement"));
+        assert!(syntax("REJOIN pg1").contains("expected NODE"));
+        assert!(syntax("REJOIN NODE").contains("a node name"));
+        assert!(syntax("DRILL SHARD s1").contains("SWITCHOVER or FAILOVER or REGION"));
+        assert!(syntax("DRILL REGION 'eu'").contains("DRILL REGION: expected OUTAGE"));
+        assert!(syntax("DRILL FAILOVER SHARD s1 FORCE").contains("end of statement"));
     }
 
     #[test]

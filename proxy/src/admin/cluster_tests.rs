@@ -18,6 +18,8 @@ struct ClusterConsole {
     admin_addr: String,
     /// Where the node listens for clients.
     addr: std::net::SocketAddr,
+    /// Where its Raft member listens.
+    raft: std::net::SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -76,7 +78,8 @@ async fn start() -> ClusterConsole {
     // The console lists its own address.
     let me = table(&admin, "SHOW CLIENTS").await;
     let admin_addr = me[0]["address"].clone().expect("client address");
-    ClusterConsole { node: handle, serve, admin, admin_addr, addr, _dir: dir }
+    let raft = std::net::SocketAddr::from(([127, 0, 0, 1], raft));
+    ClusterConsole { node: handle, serve, admin, admin_addr, addr, raft, _dir: dir }
 }
 
 type Row = HashMap<String, Option<String>>;
@@ -364,6 +367,192 @@ async fn users_created_through_the_console_log_in_on_the_cluster() {
     assert_eq!(code, "42704");
     let (code, _, _) = error(admin, "CREATE USER bad PASSWORD ''").await;
     assert_eq!(code, "22023");
+
+    c.node.shutdown();
+    tokio::time::timeout(Duration::from_secs(20), c.serve).await.expect("node stopped").unwrap();
+}
+
+/// Record `report` the way the failover runtime does (`Change::RecordReport`
+/// from `actor`), through the member's Raft route `/raft/propose`, the one a
+/// follower forwards proposals with: the tests have no handle on the node's
+/// `Cluster`. The member must be the leader.
+pub(crate) async fn record_report(raft: std::net::SocketAddr, actor: &str, report: consensus::state::Report) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let cmd = consensus::Command {
+        actor: actor.into(),
+        origin: "test".into(),
+        at,
+        change: consensus::Change::RecordReport { report: Box::new(report) },
+    };
+    let body = serde_json::to_string(&cmd).unwrap();
+    let mut s = tokio::net::TcpStream::connect(raft).await.unwrap();
+    let request = format!(
+        "POST /raft/propose HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\"Applied\""), "{answer}");
+}
+
+/// The column names of one statement's rows, in order.
+async fn columns(c: &Client, sql: &str) -> Vec<String> {
+    let msgs = c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    msgs.iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.columns().iter().map(|c| c.name().to_owned()).collect()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no rows"))
+}
+
+#[tokio::test]
+async fn reports_show_up_in_their_views() {
+    use consensus::state::{Outcome, Phase, Report, ReportKind};
+
+    let c = start().await;
+    let admin = &c.admin;
+    eventually("a valid lease", || async {
+        let rows = table(admin, "SHOW CLUSTER").await;
+        rows.len() == 1 && get(&rows[0], "lease") == Some("valid")
+    })
+    .await;
+    assert!(table(admin, "SHOW FAILOVERS").await.is_empty());
+    assert!(table(admin, "SHOW DRILLS").await.is_empty());
+    let (code, msg, hint) = error(admin, "SHOW DRILL 0").await;
+    assert_eq!((code.as_str(), msg.as_str()), ("42704", "unknown report 0"));
+    assert!(hint.is_some_and(|h| h.contains("SHOW FAILOVERS")));
+
+    let t = 1_795_000_000_000;
+    let mut failover = Report::new(ReportKind::Failover, Some("default"), None);
+    failover.old_primary = Some("primary".into());
+    failover.new_primary = Some("pg9".into());
+    failover.epoch = 2;
+    failover.rto_ms = Some(3200);
+    failover.rpo_bytes = Some(0);
+    failover.rto_target_ms = 10_000;
+    failover.passed = Some(true);
+    failover.detail = "primary unreachable from 1 of 1 members".into();
+    failover.phases = vec![
+        Phase { name: "detect".into(), at: t },
+        Phase { name: "fence".into(), at: t + 5 },
+        Phase { name: "promote".into(), at: t + 3200 },
+    ];
+    record_report(c.raft, "failover", failover).await;
+    let mut switchover = Report::new(ReportKind::Switchover, Some("default"), None);
+    switchover.old_primary = Some("pg9".into());
+    switchover.new_primary = Some("primary".into());
+    switchover.epoch = 3;
+    switchover.rto_ms = Some(180);
+    switchover.rpo_commits = Some(0);
+    record_report(c.raft, "boss", switchover).await;
+    let mut drill = Report::new(ReportKind::DrillFailover, Some("default"), None);
+    drill.rto_ms = Some(2100);
+    drill.rpo_commits = Some(0);
+    drill.writes = Some(412);
+    drill.passed = Some(true);
+    drill.related = vec![0];
+    drill.phases = vec![Phase { name: "kill".into(), at: t }, Phase { name: "writes back".into(), at: t + 2100 }];
+    record_report(c.raft, "boss", drill).await;
+    let mut outage = Report::new(ReportKind::DrillRegionOutage, None, None);
+    outage.region = Some("eu".into());
+    outage.outcome = Outcome::Aborted;
+    outage.passed = Some(false);
+    outage.detail = "no other region has a replica".into();
+    record_report(c.raft, "boss", outage).await;
+
+    // Failovers and switchovers, newest first.
+    eventually("the reports", || async { table(admin, "SHOW DRILLS").await.len() == 2 }).await;
+    assert_eq!(columns(admin, "SHOW FAILOVERS").await, super::reports::FAILOVER_COLUMNS);
+    let rows = table(admin, "SHOW FAILOVERS").await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let ids: Vec<_> = rows.iter().map(|r| get(r, "id")).collect();
+    assert_eq!(ids, [Some("1"), Some("0")]);
+    let f = &rows[1];
+    assert_eq!(
+        [get(f, "kind"), get(f, "shard"), get(f, "old_primary"), get(f, "new_primary"), get(f, "epoch")],
+        [Some("failover"), Some("default"), Some("primary"), Some("pg9"), Some("2")]
+    );
+    assert_eq!(
+        [get(f, "outcome"), get(f, "rto_ms"), get(f, "rpo_bytes"), get(f, "rpo_commits"), get(f, "rto_target_ms")],
+        [Some("completed"), Some("3200"), Some("0"), None, Some("10000")]
+    );
+    assert_eq!([get(f, "passed"), get(f, "actor")], [Some("t"), Some("failover")]);
+    assert!(get(f, "at").is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(get(f, "detail"), Some("primary unreachable from 1 of 1 members"));
+    assert_eq!(
+        [get(&rows[0], "kind"), get(&rows[0], "passed"), get(&rows[0], "actor")],
+        [Some("switchover"), None, Some("boss")]
+    );
+
+    // Drills, newest first, with their region and writes.
+    assert_eq!(columns(admin, "SHOW DRILLS").await, super::reports::DRILL_COLUMNS);
+    let rows = table(admin, "SHOW DRILLS").await;
+    assert_eq!(
+        [get(&rows[0], "id"), get(&rows[0], "kind"), get(&rows[0], "region"), get(&rows[0], "shard")],
+        [Some("3"), Some("drill region outage"), Some("eu"), None]
+    );
+    assert_eq!([get(&rows[0], "outcome"), get(&rows[0], "passed")], [Some("aborted"), Some("f")]);
+    assert_eq!([get(&rows[1], "kind"), get(&rows[1], "writes")], [Some("drill failover"), Some("412")]);
+
+    // One report, down the page: fields, then phases.
+    let msgs = admin.simple_query("SHOW DRILL 2").await.unwrap();
+    let lines: Vec<[Option<String>; 4]> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(std::array::from_fn(|i| r.get(i).map(str::to_owned))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(columns(admin, "SHOW DRILL 2").await, ["item", "value", "at", "since_start_ms"]);
+    let field = |item: &str| {
+        lines.iter().find(|l| l[0].as_deref() == Some(item)).unwrap_or_else(|| panic!("no {item}"))[1].clone()
+    };
+    assert_eq!(field("kind").as_deref(), Some("drill failover"));
+    assert_eq!(field("writes").as_deref(), Some("412"));
+    assert_eq!(field("related").as_deref(), Some("0"));
+    assert_eq!(field("rpo_bytes"), None);
+    let phases: Vec<_> = lines.iter().filter(|l| l[0].as_deref() == Some("phase")).collect();
+    assert_eq!(phases.len(), 2);
+    assert_eq!([phases[1][1].as_deref(), phases[1][3].as_deref()], [Some("writes back"), Some("2100")]);
+    assert!(phases[1][2].as_deref().is_some_and(|t| t.ends_with('Z')));
+    // Any report by any of the two names.
+    let again = table(admin, "SHOW FAILOVER 0").await;
+    assert!(again.iter().any(|r| get(r, "item") == Some("kind") && get(r, "value") == Some("failover")));
+    let (code, _, _) = error(admin, "SHOW DRILL 4").await;
+    assert_eq!(code, "42704");
+    // Each report is also an event.
+    let events = table(admin, "SHOW EVENTS").await;
+    assert!(events.iter().any(|e| get(e, "kind") == Some("drill")));
+    assert!(events.iter().any(|e| get(e, "kind") == Some("switchover")));
+
+    c.node.shutdown();
+    tokio::time::timeout(Duration::from_secs(20), c.serve).await.expect("node stopped").unwrap();
+}
+
+#[tokio::test]
+async fn operations_refused_with_their_sqlstate() {
+    let c = start().await;
+    let admin = &c.admin;
+    eventually("the bootstrap", || async { table(admin, "SHOW SHARDS").await.len() == 1 }).await;
+    for sql in ["SWITCHOVER SHARD nosuch", "FAILOVER SHARD NoSuch FORCE", "DRILL FAILOVER SHARD nosuch"] {
+        let (code, msg, hint) = error(admin, sql).await;
+        assert_eq!((code.as_str(), msg.as_str()), ("42704", "unknown shard nosuch"), "{sql}");
+        assert!(hint.is_some_and(|h| h.contains("SHOW SHARDS")), "{sql}");
+    }
+    let (code, msg, _) = error(admin, "REJOIN NODE nosuch").await;
+    assert_eq!((code.as_str(), msg.as_str()), ("42704", "unknown node nosuch"));
+    // The primary is no fenced former primary.
+    let (code, _, hint) = error(admin, "REJOIN NODE primary").await;
+    assert_eq!(code, "55000");
+    assert!(hint.is_some_and(|h| h.contains("[[managed]]")));
+    // Nothing ran, nothing was reported; the session goes on.
+    assert!(table(admin, "SHOW FAILOVERS").await.is_empty());
+    assert_eq!(table(admin, "SHOW SHARDS").await.len(), 1);
 
     c.node.shutdown();
     tokio::time::timeout(Duration::from_secs(20), c.serve).await.expect("node stopped").unwrap();

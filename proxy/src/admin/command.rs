@@ -12,6 +12,9 @@ use super::change::{self, Action};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Command {
     Show(Topic),
+    /// `SHOW DRILL <id>` (or `SHOW FAILOVER <id>`): one report of any
+    /// kind, as a vertical list.
+    ShowReport(u64),
     /// `EXPLAIN ROUTE <sql>`: the SQL whose route to show (it may hold
     /// several statements when it was given quoted).
     ExplainRoute(String),
@@ -39,10 +42,12 @@ pub(crate) enum Topic {
     Events,
     Audit,
     Users,
+    Failovers,
+    Drills,
 }
 
 impl Topic {
-    const ALL: [(&'static str, Topic); 16] = [
+    const ALL: [(&'static str, Topic); 18] = [
         ("SHARDS", Topic::Shards),
         ("NODES", Topic::Nodes),
         ("POOLS", Topic::Pools),
@@ -59,6 +64,8 @@ impl Topic {
         ("EVENTS", Topic::Events),
         ("AUDIT", Topic::Audit),
         ("USERS", Topic::Users),
+        ("FAILOVERS", Topic::Failovers),
+        ("DRILLS", Topic::Drills),
     ];
 
     fn parse(word: &str) -> Option<Topic> {
@@ -89,6 +96,9 @@ pub(crate) const HELP: &[(&str, &str)] = &[
     ("SHOW CONFIG", "key settings of this node (no secrets)"),
     ("SHOW EVENTS", "failovers, fences, node verdicts and drills recorded by the cluster"),
     ("SHOW AUDIT", "every topology change: version, time, who, from where, what"),
+    ("SHOW FAILOVERS", "failover and switchover reports, newest first: outage (RTO), loss (RPO), targets, passed"),
+    ("SHOW DRILLS", "drill reports, newest first: as SHOW FAILOVERS, with the region and the drill's writes"),
+    ("SHOW DRILL <id> | SHOW FAILOVER <id>", "one report, field by field, then its phases with their times"),
     ("SHOW HELP", "this list (also HELP)"),
     ("EXPLAIN ROUTE <sql>", "where <sql> would go, and why; quote it ('...' or $$...$$) to explain several statements"),
     ("CREATE SHARD <name> [WITH (<option> = '<value>', ...)]", "a new shard without nodes"),
@@ -113,6 +123,16 @@ pub(crate) const HELP: &[(&str, &str)] = &[
     ("REMOVE MEMBER <id>", "a Meridian node leaves the Raft group"),
     ("PAUSE [SHARD <shard>] | RESUME [SHARD <shard>]", "hold new transactions, everywhere or on one shard"),
     ("RELOAD", "reload this node's configuration file, as SIGHUP does"),
+    ("SWITCHOVER SHARD <shard> [TO <node>]", "planned change of primary: writes are held, nothing is lost"),
+    (
+        "FAILOVER SHARD <shard> [TO <node>] [FORCE]",
+        "replace the primary now; without FORCE, refused where the automatic failover would refuse",
+    ),
+    ("REJOIN NODE <node>", "a fenced former primary, rewound, follows the current primary ([[managed]] here)"),
+    (
+        "DRILL SWITCHOVER SHARD <shard> | DRILL FAILOVER SHARD <shard> | DRILL REGION '<region>' OUTAGE",
+        "a real switchover or fault under a small write load, measured against the shard's targets",
+    ),
 ];
 
 /// The hint every syntax error carries.
@@ -136,6 +156,9 @@ pub(crate) fn parse(stmt: &str) -> Result<Command, AdminError> {
             Some((_, Token::Word(w))) => w,
             _ => return Err(AdminError::Syntax("SHOW needs what to show, such as SHOW SHARDS".into())),
         };
+        if ["DRILL", "FAILOVER"].iter().any(|w| w.eq_ignore_ascii_case(topic)) {
+            return show_report(&mut lexer, topic);
+        }
         let Some(t) = Topic::parse(topic) else {
             return Err(AdminError::Unknown(format!("SHOW {}", topic.to_ascii_uppercase())));
         };
@@ -162,6 +185,21 @@ pub(crate) fn parse(stmt: &str) -> Result<Command, AdminError> {
         Some(action) => action.map(Command::Change),
         None => Err(AdminError::Unknown(verb.to_ascii_uppercase())),
     }
+}
+
+/// `SHOW DRILL <id>` / `SHOW FAILOVER <id>`, after the word `topic`.
+fn show_report(lexer: &mut Lexer<'_>, topic: &str) -> Result<Command, AdminError> {
+    let cmd = format!("SHOW {}", topic.to_ascii_uppercase());
+    let id = match lexer.next_token() {
+        Some((_, Token::Number(n))) => {
+            n.parse().map_err(|_| AdminError::InvalidValue(format!("{cmd}: {n} is not a valid report id")))?
+        }
+        _ => return Err(AdminError::Syntax(format!("{cmd} needs a report id: {cmd} <id> (SHOW {topic}S lists them)"))),
+    };
+    if lexer.next_token().is_some() {
+        return Err(AdminError::Syntax(format!("{cmd} takes one report id")));
+    }
+    Ok(Command::ShowReport(id))
 }
 
 /// The text of `sql` when it is exactly one string or dollar-quoted literal.
@@ -225,6 +263,20 @@ mod tests {
         assert_eq!(parse("EXPLAIN ROUTE $q$BEGIN; SELECT 1$q$"), Ok(Command::ExplainRoute("BEGIN; SELECT 1".into())));
         assert_eq!(parse("EXPLAIN ROUTE $$x$$"), Ok(Command::ExplainRoute("x".into())));
         assert_eq!(parse("EXPLAIN ROUTE 'a' || 'b'"), Ok(Command::ExplainRoute("'a' || 'b'".into())));
+        assert_eq!(parse("show failovers"), Ok(Command::Show(Topic::Failovers)));
+        assert_eq!(parse("SHOW DRILLS"), Ok(Command::Show(Topic::Drills)));
+        assert_eq!(parse("SHOW DRILL 7"), Ok(Command::ShowReport(7)));
+        assert_eq!(parse("show failover 0"), Ok(Command::ShowReport(0)));
+    }
+
+    #[test]
+    fn report_ids() {
+        assert!(matches!(parse("SHOW DRILL"), Err(AdminError::Syntax(m)) if m.contains("needs a report id")));
+        assert!(matches!(parse("SHOW DRILL x"), Err(AdminError::Syntax(_))));
+        assert!(matches!(parse("SHOW FAILOVER 1 2"), Err(AdminError::Syntax(m)) if m.contains("one report id")));
+        assert!(matches!(parse("SHOW DRILL 1.5"), Err(AdminError::InvalidValue(_))));
+        assert!(matches!(parse("SHOW DRILL 99999999999999999999"), Err(AdminError::InvalidValue(_))));
+        assert!(matches!(parse("SHOW DRILLS 1"), Err(AdminError::Syntax(_))));
     }
 
     #[test]

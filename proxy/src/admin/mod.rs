@@ -7,7 +7,11 @@
 //! `ADD NODE`, `SHARD TABLE`, `BAN NODE`, `PAUSE`, `ADD MEMBER`, ...), each
 //! proposed through Raft as one audited `consensus::Change` naming the admin
 //! user and its address. `RELOAD` rereads the config file, as SIGHUP does.
-//! It never touches a PostgreSQL server. Other users get `42501` at login.
+//! `SWITCHOVER`, `FAILOVER`, `REJOIN NODE` and `DRILL` hand an
+//! `Operation` to the control runtime (`crate::control::ops::execute`),
+//! which does the PostgreSQL side; the console itself never touches a
+//! PostgreSQL server, and shows the reports they leave (`SHOW FAILOVERS`,
+//! `SHOW DRILLS`, `SHOW DRILL <id>`). Other users get `42501` at login.
 //! The reference is `docs/admin-sql.md`.
 //!
 //! ```text
@@ -22,6 +26,8 @@
 //!   │                                              └─▶ change::Action ─▶    │
 //!   │                Cluster::propose (Raft commit) / add_member / reload   │
 //!   │                ─▶ wait until applied here ─▶ one row (version,changed)│
+//!   │   Action::Control ─▶ control::ops::execute (until done or hard stop)  │
+//!   │                ─▶ one row: the report (or the rejoined node)          │
 //!   │          ─▶ RowDescription + DataRow… + CommandComplete (per command) │
 //!   │          ─▶ ReadyForQuery 'I'   (the first error stops the rest)      │
 //!   │ Parse/Bind/Describe/Execute/Close ─▶ 0A000 once, skip to Sync         │
@@ -34,15 +40,15 @@
 //! console answers is chosen in [`AdminError`]'s `ClientError` impl and
 //! `command_sqlstate`.
 //!
-//! What it deliberately does not do yet: `SWITCHOVER`, `FAILOVER`, drills,
-//! forward membership changes to the leader, show other nodes' views, or
-//! speak the extended query protocol.
+//! What it deliberately does not do yet: forward membership changes to the
+//! leader, show other nodes' views, or speak the extended query protocol.
 
 mod change;
 mod cluster_views;
 mod command;
 mod counters;
 mod explain;
+mod reports;
 mod views;
 
 use std::sync::Arc;
@@ -61,6 +67,7 @@ use crate::cancel::CancelHandle;
 use crate::clients::{ClientGuard, ClientState};
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::control::ops::{ControlError, Done, Drill, Operation};
 use crate::error::{ClientError, Error, write_error};
 use crate::node::Shared;
 use crate::wire::frame::{self, HEADER_LEN, cstr};
@@ -126,6 +133,14 @@ pub enum AdminError {
     /// `RELOAD` found a broken file; nothing was changed.
     #[error("RELOAD: {0}")]
     Reload(String),
+    /// `SHOW DRILL <id>` of a report the cluster does not keep.
+    #[error("unknown report {0}")]
+    UnknownReport(u64),
+    /// `SWITCHOVER`, `FAILOVER`, `REJOIN NODE` or `DRILL` was refused or
+    /// stopped: the SQLSTATE `ControlError::sqlstate` chose, its message,
+    /// and what to look at (`AdminError::from_control`).
+    #[error("{message}")]
+    Control { code: SqlState, message: String, hint: Option<String> },
 }
 
 impl AdminError {
@@ -148,6 +163,13 @@ impl AdminError {
             AdminError::OutcomeUnknown(_) => "Check SHOW AUDIT (and the topology) before retrying.",
             AdminError::Reload(_) => "The running configuration is unchanged.",
             AdminError::Rejected(_) => "The topology is unchanged.",
+            AdminError::UnknownReport(_) => {
+                return Some(format!(
+                    "SHOW FAILOVERS and SHOW DRILLS list the reports the cluster keeps (the newest {}).",
+                    consensus::state::REPORT_LIMIT
+                ));
+            }
+            AdminError::Control { hint, .. } => return hint.clone(),
             AdminError::InvalidValue(_)
             | AdminError::UnknownMember(_)
             | AdminError::MemberExists(_)
@@ -170,6 +192,47 @@ impl AdminError {
         }
     }
 
+    /// The console's error for an operation that was refused or stopped:
+    /// the SQLSTATE is `ControlError::sqlstate`'s; the hint says where to
+    /// look and, for a refusal, what would be accepted.
+    fn from_control(e: ControlError, op: &Operation, tag: &'static str) -> AdminError {
+        const HOW_FAR: &str = "SHOW SHARDS and SHOW EVENTS show how far it got.";
+        const UNKNOWN: &str = "SHOW SHARDS, SHOW NODES and SHOW REGIONS list what the cluster has.";
+        const BUSY: &str =
+            "Another failover or switchover of the shard is under way (SHOW EVENTS follows it); retry once it ended.";
+        const FAILED: &str =
+            "The message says what state the shard was left in; SHOW SHARDS and SHOW EVENTS show it now.";
+        let code = e.sqlstate();
+        let (message, hint) = match e {
+            ControlError::Unknown(m) => (m, Some(UNKNOWN.to_owned())),
+            ControlError::Refused(m) => (m, Some(refused_hint(op).to_owned())),
+            ControlError::Busy(m) => (m, Some(BUSY.to_owned())),
+            ControlError::Propose(ref p) if ControlError::lost_race(p) => (
+                format!("{tag}: another operation changed the shard's epoch first"),
+                Some("Look at SHOW SHARDS and SHOW FAILOVERS, then retry.".to_owned()),
+            ),
+            ControlError::Propose(ProposeError::Rejected(c)) => (format!("{tag}: {c}"), Some(HOW_FAR.to_owned())),
+            ControlError::Propose(ProposeError::NoLeader) => (
+                format!("{tag}: no raft leader is known"),
+                Some(format!(
+                    "An election may be under way, or this node is cut off; retry in a few seconds. {HOW_FAR}"
+                )),
+            ),
+            ControlError::Propose(ProposeError::OutcomeUnknown(source)) => {
+                tracing::warn!(command = tag, error = %source, "admin operation: outcome of a step unknown");
+                (
+                    format!("{tag}: the outcome of a step is unknown: it may or may not have been committed"),
+                    Some("Check SHOW SHARDS, SHOW EVENTS and SHOW FAILOVERS before retrying.".to_owned()),
+                )
+            }
+            ControlError::Propose(ProposeError::ShuttingDown) => {
+                ("the consensus node is shutting down".to_owned(), None)
+            }
+            ControlError::Failed(m) => (m, Some(FAILED.to_owned())),
+        };
+        AdminError::Control { code, message, hint }
+    }
+
     fn from_request(e: RequestError, tag: &'static str) -> AdminError {
         match e {
             RequestError::NoLeader => AdminError::NoLeader,
@@ -186,6 +249,30 @@ impl AdminError {
             }
             RequestError::Refused(reason) => AdminError::Refused(reason),
             RequestError::ShuttingDown => AdminError::ShuttingDown,
+        }
+    }
+}
+
+/// What to look at when `op` was refused (`ControlError::Refused`).
+fn refused_hint(op: &Operation) -> &'static str {
+    match op {
+        Operation::Failover { force: false, .. } => {
+            "SHOW FAILOVERS / SHOW EVENTS say why; FAILOVER SHARD ... FORCE accepts the loss."
+        }
+        Operation::Failover { force: true, .. } | Operation::Switchover { .. } => {
+            "SHOW NODES shows the replicas that could take over (state, lag, banned, priority); SHOW FAILOVERS / \
+             SHOW EVENTS say why."
+        }
+        Operation::Rejoin { .. } => {
+            "REJOIN NODE takes a fenced former primary (SHOW NODES: cluster_state fenced) and runs on the Meridian \
+             node whose config lists it under [[managed]]."
+        }
+        Operation::Drill(Drill::Switchover { .. }) => {
+            "SHOW NODES shows the replicas that could take over; SHOW DRILLS says why earlier drills stopped."
+        }
+        Operation::Drill(Drill::Failover { .. } | Drill::RegionOutage { .. }) => {
+            "A failover or region drill runs on a Meridian node whose config lists the PostgreSQL servers it stops \
+             under [[managed]]; SHOW DRILLS says why earlier drills stopped."
         }
     }
 }
@@ -234,7 +321,8 @@ impl ClientError for AdminError {
             }
             AdminError::NotLeader { .. } => SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
             AdminError::Rejected(e) => command_sqlstate(e),
-            AdminError::UnknownMember(_) => SqlState::UNDEFINED_OBJECT,
+            AdminError::UnknownMember(_) | AdminError::UnknownReport(_) => SqlState::UNDEFINED_OBJECT,
+            AdminError::Control { code, .. } => code.clone(),
             AdminError::MemberExists(_) => SqlState::DUPLICATE_OBJECT,
             AdminError::NoLeader => SqlState::CANNOT_CONNECT_NOW,
             AdminError::OutcomeUnknown(_) => SqlState::TRANSACTION_RESOLUTION_UNKNOWN,
@@ -415,6 +503,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AdminSession<S> {
         for stmt in stmts {
             let result = match command::parse(stmt) {
                 Ok(command::Command::Show(topic)) => Ok(self.show(topic).await),
+                Ok(command::Command::ShowReport(id)) => Snapshot::of(&self.shared).report(id),
                 Ok(command::Command::ExplainRoute(sql)) => Ok(explain::explain(&Snapshot::of(&self.shared), &sql)),
                 Ok(command::Command::Change(action)) => self.change(action).await,
                 Err(e) => Err(e),
@@ -480,7 +569,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AdminSession<S> {
                 self.bounded(tag, cluster.remove_member(id)).await?.map_err(|e| AdminError::from_request(e, tag))?;
                 Ok(changed(tag, None, true))
             }
+            Action::Control(op) => self.control(&cluster, op, tag, &actor, &origin).await,
             Action::Reload => Err(AdminError::Unknown(tag.to_owned())),
+        }
+    }
+
+    /// Run `SWITCHOVER`, `FAILOVER`, `REJOIN NODE` or `DRILL` until it ends:
+    /// not bounded by [`CHANGE_TIMEOUT`] (a drill takes tens of seconds;
+    /// each step has its own deadlines), only by the end of the shutdown
+    /// grace period, which leaves its outcome unknown. Answers one row: the
+    /// report, or the rejoined node.
+    async fn control(
+        &self,
+        cluster: &Arc<Cluster>,
+        op: Operation,
+        tag: &'static str,
+        actor: &str,
+        origin: &str,
+    ) -> Result<ResultSet, AdminError> {
+        // execute() logs the operation and its steps.
+        let hard = self.shared.hard.clone();
+        let drill = matches!(op, Operation::Drill(_));
+        let run = crate::control::ops::execute(cluster, &self.shared, op.clone(), actor, origin);
+        // cancel safety: dropping the operation at the hard stop is what
+        // "outcome unknown" means; cancelled() is cancel safe.
+        let done = tokio::select! {
+            r = run => r,
+            _ = hard.cancelled() => return Err(AdminError::OutcomeUnknown(tag)),
+        };
+        match done {
+            Ok(Done::Report(report)) => {
+                wait_applied(cluster, report.version).await;
+                Ok(reports::answer(&report, drill, tag))
+            }
+            Ok(Done::Rejoined { node, primary, summary }) => {
+                let mut rs = ResultSet::new(&["node", "primary", "summary"]);
+                rs.push(vec![Some(node), Some(primary), Some(summary)]);
+                rs.tag = Some(tag);
+                Ok(rs)
+            }
+            Err(e) => {
+                tracing::info!(actor = %actor, command = tag, error = %e, "admin operation refused or stopped");
+                Err(AdminError::from_control(e, &op, tag))
+            }
         }
     }
 
@@ -556,6 +687,6 @@ async fn wait_applied(cluster: &Cluster, version: u64) {
 }
 
 #[cfg(test)]
-mod cluster_tests;
+pub(crate) mod cluster_tests;
 #[cfg(test)]
 mod tests;

@@ -203,6 +203,13 @@ fn standalone_cluster_views_answer_from_what_exists() {
     assert!(snap.show(Topic::Cluster).rows.is_empty());
     assert!(snap.show(Topic::Events).rows.is_empty());
     assert!(snap.show(Topic::Audit).rows.is_empty());
+    let rs = snap.show(Topic::Failovers);
+    assert!(rs.rows.is_empty());
+    assert_eq!(rs.columns, super::reports::FAILOVER_COLUMNS);
+    let rs = snap.show(Topic::Drills);
+    assert!(rs.rows.is_empty());
+    assert_eq!(rs.columns, super::reports::DRILL_COLUMNS);
+    assert_eq!(snap.report(0), Err(super::AdminError::UnknownReport(0)));
     let rs = snap.show(Topic::Regions);
     assert_eq!(row(&rs, "eu"), [Some("eu"), Some("3"), Some("s1, s2"), Some("s1-a")]);
     assert_eq!(row(&rs, "us"), [Some("us"), Some("2"), Some("s1, s2"), Some("s2-a")]);
@@ -302,6 +309,50 @@ fn sqlstates_of_admin_errors() {
         AdminError::from_request(consensus::RequestError::Refused("busy".into()), "ADD MEMBER").sqlstate(),
         SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE
     );
+    assert_eq!(AdminError::UnknownReport(7).sqlstate(), SqlState::UNDEFINED_OBJECT);
+    assert!(AdminError::UnknownReport(7).hint().is_some_and(|h| h.contains("SHOW DRILLS")));
+}
+
+#[test]
+fn operations_keep_their_sqlstate_and_get_a_hint() {
+    use consensus::{CommandError, ProposeError};
+    use tokio_postgres::error::SqlState;
+
+    use super::AdminError;
+    use crate::control::ops::{ControlError, Drill, Operation};
+    use crate::error::ClientError;
+
+    let failover = Operation::Failover { shard: "s1".into(), to: None, force: false };
+    let run = |e: ControlError, op: &Operation| {
+        let tag = super::change::Action::Control(op.clone()).tag();
+        let a = AdminError::from_control(e, op, tag);
+        (a.sqlstate(), a.client_message(), a.hint().unwrap_or_default())
+    };
+    let (code, message, hint) = run(ControlError::Refused("would lose 3 MB".into()), &failover);
+    assert_eq!((code, message.as_str()), (SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE, "would lose 3 MB"));
+    assert!(hint.contains("FORCE accepts the loss"), "{hint}");
+    let forced = Operation::Failover { shard: "s1".into(), to: None, force: true };
+    assert!(!run(ControlError::Refused("x".into()), &forced).2.contains("FORCE accepts"));
+    let rejoin = Operation::Rejoin { node: "pg1".into() };
+    assert!(run(ControlError::Refused("x".into()), &rejoin).2.contains("[[managed]]"));
+    let drill = Operation::Drill(Drill::Failover { shard: "s1".into() });
+    assert!(run(ControlError::Refused("x".into()), &drill).2.contains("[[managed]]"));
+    let (code, message, hint) = run(ControlError::Unknown("unknown shard nosuch".into()), &failover);
+    assert_eq!((code, message.as_str()), (SqlState::UNDEFINED_OBJECT, "unknown shard nosuch"));
+    assert!(hint.contains("SHOW SHARDS"));
+    assert_eq!(run(ControlError::Busy("x".into()), &failover).0, SqlState::OBJECT_IN_USE);
+    let stale = ProposeError::Rejected(CommandError::StaleEpoch { shard: "s1".into(), epoch: 3, current: 4 });
+    let (code, message, _) = run(ControlError::Propose(stale), &failover);
+    assert_eq!(code, SqlState::T_R_SERIALIZATION_FAILURE);
+    assert!(message.starts_with("FAILOVER: "), "{message}");
+    let (code, message, _) = run(ControlError::Propose(ProposeError::NoLeader), &drill);
+    assert_eq!((code, message.as_str()), (SqlState::CANNOT_CONNECT_NOW, "DRILL: no raft leader is known"));
+    let unknown = ControlError::Propose(ProposeError::OutcomeUnknown("lost".into()));
+    assert_eq!(run(unknown, &rejoin).0, SqlState::TRANSACTION_RESOLUTION_UNKNOWN);
+    assert_eq!(run(ControlError::Propose(ProposeError::ShuttingDown), &rejoin).0, SqlState::ADMIN_SHUTDOWN);
+    let (code, message, hint) = run(ControlError::Failed("promote failed; the shard stays fenced".into()), &failover);
+    assert_eq!((code, message.as_str()), (SqlState::SYSTEM_ERROR, "promote failed; the shard stays fenced"));
+    assert!(hint.contains("state the shard was left in"));
 }
 
 #[test]
@@ -600,6 +651,17 @@ async fn console_end_to_end() {
     // A syntax error is still a syntax error there.
     let e = admin.simple_query("CREATE SHARD").await.unwrap_err();
     assert_eq!(e.code().map(|c| c.code()), Some("42601"));
+    // So are the operations; no reports without a cluster.
+    for sql in ["SWITCHOVER SHARD s1", "FAILOVER SHARD s1 FORCE", "REJOIN NODE \"s1-a\"", "DRILL REGION 'eu' OUTAGE"] {
+        let e = admin.simple_query(sql).await.unwrap_err();
+        let db = e.as_db_error().expect("a server error");
+        assert_eq!(db.code().code(), "55000", "{sql}");
+        assert!(db.hint().is_some_and(|h| h.contains("[cluster]")), "{sql}: {:?}", db.hint());
+    }
+    assert!(rows(&admin.simple_query("SHOW FAILOVERS").await.unwrap()).is_empty());
+    assert!(rows(&admin.simple_query("SHOW DRILLS").await.unwrap()).is_empty());
+    let e = admin.simple_query("SHOW DRILL 1").await.unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42704"));
     // RELOAD reads the file again: one row (NULL, 't') tagged RELOAD.
     let r = rows(&admin.simple_query("RELOAD").await.unwrap());
     assert_eq!(r, [vec![None, Some("t".to_owned())]]);

@@ -133,6 +133,8 @@ impl<'a> Snapshot<'a> {
             Topic::Events => self.events(),
             Topic::Audit => self.audit(),
             Topic::Users => self.users(),
+            Topic::Failovers => self.failovers(),
+            Topic::Drills => self.drills(),
         }
     }
 

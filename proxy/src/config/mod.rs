@@ -122,6 +122,18 @@ struct RawConfig {
     shutdown: RawShutdown,
     cluster: Option<cluster::RawCluster>,
     http: Option<RawHttp>,
+    #[serde(default)]
+    managed: Vec<RawManaged>,
+}
+
+/// `[[managed]]`: a PostgreSQL server on this host that this node may
+/// kill (drills), stop, start and rewind (`REJOIN NODE`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct RawManaged {
+    node: String,
+    data_dir: PathBuf,
+    bin_dir: Option<PathBuf>,
 }
 
 /// `[http]`: the node's HTTP endpoint (`/metrics`, `/healthz`, `/readyz`).
@@ -259,6 +271,22 @@ pub struct Config {
     pub http_listen: Option<SocketAddr>,
     pub health: HealthConfig,
     pub shutdown_grace: Duration,
+    /// `[[managed]]`: the PostgreSQL servers on this host that this node
+    /// may act on directly ([`Config::local_server`]). Reloaded with the
+    /// rest: a reload replaces the list.
+    pub managed: Vec<ManagedServer>,
+}
+
+/// One `[[managed]]` entry, validated: a PostgreSQL server on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedServer {
+    /// The node's name in the topology.
+    pub node: String,
+    /// Its data directory (absolute).
+    pub data_dir: PathBuf,
+    /// Its binaries: as configured, or found when the file was loaded
+    /// (`pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`).
+    pub bin_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -318,6 +346,64 @@ impl Config {
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), source: Box::new(e) })?;
         raw.validate(base)
     }
+}
+
+impl Config {
+    /// The `[[managed]]` server of topology node `node`, if this Meridian
+    /// node manages it.
+    pub fn local_server(&self, node: &str) -> Option<failover::local::LocalServer> {
+        self.managed
+            .iter()
+            .find(|m| m.node == node)
+            .map(|m| failover::local::LocalServer::new(&m.node, &m.data_dir, &m.bin_dir))
+    }
+}
+
+/// Validates the `[[managed]]` entries. A missing `bin_dir` is looked up
+/// once (`failover::local::find_bin_dir`, which runs `pg_config`).
+fn validate_managed(raw: Vec<RawManaged>) -> Result<Vec<ManagedServer>, ConfigError> {
+    let mut found: Option<PathBuf> = None;
+    let mut managed: Vec<ManagedServer> = Vec::with_capacity(raw.len());
+    for entry in raw {
+        let node = entry.node.trim().to_owned();
+        if node.is_empty() {
+            return Err(ConfigError::Invalid { key: "managed.node", reason: "must not be empty".into() });
+        }
+        if managed.iter().any(|m| m.node == node) {
+            return Err(ConfigError::Invalid {
+                key: "managed.node",
+                reason: format!("{node:?} is listed twice; one [[managed]] entry per server"),
+            });
+        }
+        if !entry.data_dir.is_absolute() {
+            return Err(ConfigError::Invalid {
+                key: "managed.data_dir",
+                reason: format!("{} (node {node:?}) must be an absolute path", entry.data_dir.display()),
+            });
+        }
+        let bin_dir = match entry.bin_dir {
+            Some(dir) if dir.is_absolute() => dir,
+            Some(dir) => {
+                return Err(ConfigError::Invalid {
+                    key: "managed.bin_dir",
+                    reason: format!("{} (node {node:?}) must be an absolute path", dir.display()),
+                });
+            }
+            None => match &found {
+                Some(dir) => dir.clone(),
+                None => {
+                    let dir = failover::local::find_bin_dir().map_err(|e| ConfigError::Invalid {
+                        key: "managed.bin_dir",
+                        reason: format!("not given for node {node:?}, and {e}"),
+                    })?;
+                    found = Some(dir.clone());
+                    dir
+                }
+            },
+        };
+        managed.push(ManagedServer { node, data_dir: entry.data_dir, bin_dir });
+    }
+    Ok(managed)
 }
 
 impl RawConfig {
@@ -400,6 +486,7 @@ impl RawConfig {
             }
         };
         let health = self.health.validate()?;
+        let managed = validate_managed(self.managed)?;
         let cluster = self.cluster.map(|c| c.validate(base, address)).transpose()?;
         let http_listen = match self.http {
             Some(h) => Some(h.listen.parse::<SocketAddr>().map_err(|e| ConfigError::Address {
@@ -433,6 +520,7 @@ impl RawConfig {
             topology,
             health,
             shutdown_grace: parse_duration("shutdown.grace", &self.shutdown.grace)?,
+            managed,
         })
     }
 }
@@ -523,6 +611,44 @@ mod tests {
         let text = MINIMAL.to_owned() + "\n[tls]\nmode = \"require\"\n";
         let e = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("tls.cert"), "{e}");
+    }
+
+    #[test]
+    fn managed_servers_are_validated() {
+        let text = MINIMAL.to_owned()
+            + "\n[[managed]]\nnode = \"pg-1\"\ndata_dir = \"/var/lib/postgresql/15/main\"\n\
+               bin_dir = \"/usr/lib/postgresql/15/bin\"\n\
+               [[managed]]\nnode = \"pg-2\"\ndata_dir = \"/srv/pg2\"\n";
+        let c = Config::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(
+            c.managed[0],
+            ManagedServer {
+                node: "pg-1".into(),
+                data_dir: "/var/lib/postgresql/15/main".into(),
+                bin_dir: "/usr/lib/postgresql/15/bin".into(),
+            }
+        );
+        // Omitted: found on this host (PostgreSQL is installed wherever
+        // the tests run).
+        assert!(c.managed[1].bin_dir.join("pg_ctl").is_file(), "{:?}", c.managed[1]);
+        let local = c.local_server("pg-1").unwrap();
+        assert_eq!((local.node.as_str(), local.data_dir.as_path()), ("pg-1", Path::new("/var/lib/postgresql/15/main")));
+        assert_eq!(local.bin_dir, Path::new("/usr/lib/postgresql/15/bin"));
+        assert!(c.local_server("pg-3").is_none());
+        assert!(Config::parse(MINIMAL, Path::new(".")).unwrap().managed.is_empty(), "optional");
+
+        let entry = |body: &str| MINIMAL.to_owned() + "\n[[managed]]\n" + body;
+        let e = Config::parse(&entry("node = \"a\"\ndata_dir = \"/d\"\nbindir = \"/b\"\n"), Path::new("."));
+        assert!(e.unwrap_err().to_string().contains("bindir"));
+        let e = Config::parse(&entry("node = \"a\"\ndata_dir = \"data\"\nbin_dir = \"/b\"\n"), Path::new("."));
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("managed.data_dir") && e.contains("absolute"), "{e}");
+        let twice = entry("node = \"a\"\ndata_dir = \"/d1\"\nbin_dir = \"/b\"\n")
+            + "[[managed]]\nnode = \"a\"\ndata_dir = \"/d2\"\nbin_dir = \"/b\"\n";
+        let e = Config::parse(&twice, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("managed.node") && e.contains("\"a\""), "{e}");
+        let e = Config::parse(&entry("data_dir = \"/d\"\n"), Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("node"), "{e}");
     }
 
     #[test]

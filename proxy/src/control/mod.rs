@@ -16,12 +16,19 @@
 //!   ─▶ pg_promote ─▶ SetPrimary (epoch+1) ─▶ re-point the others ─▶ event
 //! ```
 
+mod drill;
 mod failover_shard;
+pub(crate) mod ops;
+mod outage;
+mod rejoin;
+mod steps;
+mod switchover;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use consensus::state::{Durability, ReportKind};
 use consensus::{Change, RaftRole};
 use failover::{Detector, Health, Millis, NodeId, Observation, Observations};
 use tokio::time::Instant;
@@ -35,13 +42,19 @@ use crate::node::Shared;
 pub(crate) const ACTOR: &str = "failover";
 
 /// Run the control loop until `stop`: report every probe interval and, on
-/// the leader, detect and fail over. Failovers run on `tracker`.
+/// the leader, detect and fail over, resume a failover a previous leader
+/// left half done, and keep each primary's synchronous standbys in step
+/// with its shard's durability. Failovers run on `tracker`.
 pub(crate) async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>, tracker: TaskTracker, stop: CancellationToken) {
     let origin = Instant::now();
     let mut reported: HashMap<String, bool> = HashMap::new();
     // (member, node) → (reachable, when this node learned it).
     let mut seen: HashMap<(u64, String), (bool, Millis)> = HashMap::new();
+    // Fenced shards → when this leader first saw them fenced.
+    let mut fenced_seen: HashMap<String, Millis> = HashMap::new();
     let failing_over: Arc<parking_lot::Mutex<BTreeSet<String>>> = Arc::default();
+    let syncing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut last_sync_check = Millis(0);
     // The last WAL position this node saw on each primary: what a failover
     // measures its possible loss against once the primary is gone.
     let mut primary_positions: HashMap<String, u64> = HashMap::new();
@@ -55,16 +68,27 @@ pub(crate) async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>, tracker: Tas
         report(&cluster, &shared, &mut reported).await;
         remember_primary_positions(&shared, &mut primary_positions);
         let Some(c) = shared.config.load().cluster.clone() else { return };
-        if !c.auto_failover {
-            continue;
-        }
         let status = cluster.status().await;
         if status.role != RaftRole::Leader {
             seen.clear();
+            fenced_seen.clear();
             continue;
         }
         let now = Millis(origin.elapsed().as_millis() as u64);
         let state = cluster.state();
+        if now.since(last_sync_check) >= SYNC_CHECK_EVERY.as_millis() as u64
+            && !syncing.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            last_sync_check = now;
+            let (shared, state, flag) = (shared.clone(), state.clone(), syncing.clone());
+            tracker.spawn(async move {
+                keep_standbys_in_step(&shared, &state).await;
+                flag.store(false, std::sync::atomic::Ordering::Release);
+            });
+        }
+        if !c.auto_failover {
+            continue;
+        }
         let mut observations = Observations::new();
         for (node, reports) in &state.reach {
             for (&member, &reachable) in reports {
@@ -88,26 +112,98 @@ pub(crate) async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>, tracker: Tas
         }
         let detector = Detector::new(status.voters.iter().map(|v| failover::MemberId(v.to_string())));
         let timeout_ms = c.failure_timeout.as_millis() as u64;
+        fenced_seen.retain(|shard, _| state.shards.get(shard).is_some_and(|s| s.fenced));
         for shard in state.shards.values() {
-            let Some(primary) = shard.primary.as_deref().filter(|_| !shard.fenced) else { continue };
+            let Some(primary) = shard.primary.as_deref() else { continue };
             if failing_over.lock().contains(&shard.name) {
                 continue;
             }
-            let verdict = detector.assess(&observations, &NodeId(primary.to_owned()), timeout_ms, now);
-            if let Health::Dead { .. } = verdict {
+            let Health::Dead { since, .. } = detector.assess(&observations, &NodeId(primary.to_owned()), timeout_ms, now)
+            else {
+                continue;
+            };
+            if shard.fenced {
+                // Fenced by a failover that did not finish (its leader
+                // died), or by an operation running on another node: take
+                // it over only once that one has had time to finish.
+                let first = *fenced_seen.entry(shard.name.clone()).or_insert(now);
+                if now.since(first) < (c.write_lease + RESUME_AFTER).as_millis() as u64 {
+                    continue;
+                }
+                tracing::warn!(shard = %shard.name, %primary, "resuming a failover left fenced");
+            } else {
                 tracing::warn!(shard = %shard.name, %primary, "primary declared dead by a majority; failing over");
-                failing_over.lock().insert(shard.name.clone());
-                let (cluster, shared, name, busy) =
-                    (cluster.clone(), shared.clone(), shard.name.clone(), failing_over.clone());
-                let lease = c.write_lease;
-                let last_lsn = primary_positions.get(primary).copied();
-                tracker.spawn(async move {
-                    if let Err(e) = failover_shard::run(&cluster, &shared, &name, lease, last_lsn).await {
-                        tracing::error!(shard = %name, error = %e, "failover did not complete");
-                    }
-                    busy.lock().remove(&name);
-                });
             }
+            failing_over.lock().insert(shard.name.clone());
+            // The outage began when the first member's probe failed: the
+            // verdict came `failure_timeout` after a majority had failed.
+            let began_ago = now.since(since) + timeout_ms;
+            let request = failover_shard::Request {
+                shard: shard.name.clone(),
+                kind: ReportKind::Failover,
+                target: None,
+                force: false,
+                last_primary_lsn: primary_positions.get(primary).copied(),
+                outage_began: Some(steps::now_ms().saturating_sub(began_ago)),
+            };
+            let (cluster, shared, busy, lease) = (cluster.clone(), shared.clone(), failing_over.clone(), c.write_lease);
+            tracker.spawn(async move {
+                let name = request.shard.clone();
+                if let Err(e) = failover_shard::run(&cluster, &shared, lease, request).await {
+                    tracing::error!(shard = %name, error = %e, "failover did not complete");
+                }
+                busy.lock().remove(&name);
+            });
+        }
+    }
+}
+
+/// How often the leader checks every primary's synchronous standbys.
+const SYNC_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How long (beyond the write lease) a shard must have been fenced, its
+/// primary dead, before a leader takes its failover over.
+const RESUME_AFTER: Duration = Duration::from_secs(2);
+
+/// Make each writable primary's `synchronous_standby_names` what its
+/// shard's durability says: `ANY 1 (its live, unbanned replicas)` for
+/// `sync`, empty for `async`. Outside failovers this is what keeps an
+/// `ALTER SHARD ... SET (durability = ...)`, an added or removed replica,
+/// a ban or a rejoin in effect.
+async fn keep_standbys_in_step(shared: &Shared, state: &consensus::TopologyState) {
+    let Ok(login) = steps::Login::of(shared) else { return };
+    for shard in state.shards.values() {
+        let Some(primary) = state.writable_primary(&shard.name) else { continue };
+        let want = match shard.policy.durability {
+            Durability::Sync => {
+                let names: Vec<String> = steps::live_replicas(state, &shard.name, &primary.name)
+                    .into_iter()
+                    .filter(|r| !r.banned)
+                    .map(|r| r.name)
+                    .collect();
+                failover::postgres::synchronous_standby_names(1, &names)
+            }
+            Durability::Async => String::new(),
+        };
+        let t = login.target_within(&primary.address, Duration::from_secs(2));
+        match failover::postgres::setting(&t, "synchronous_standby_names").await {
+            Ok(have) if have == want => {}
+            Ok(have) => {
+                let names: Vec<String> = if want.is_empty() {
+                    Vec::new()
+                } else {
+                    steps::live_replicas(state, &shard.name, &primary.name)
+                        .into_iter()
+                        .filter(|r| !r.banned)
+                        .map(|r| r.name)
+                        .collect()
+                };
+                match failover::postgres::set_synchronous_standbys(&t, 1, &names).await {
+                    Ok(()) => tracing::info!(shard = %shard.name, primary = %primary.name, from = %have, to = %want,
+                        "synchronous standbys brought in step with the shard's durability"),
+                    Err(e) => tracing::warn!(shard = %shard.name, error = %e, "synchronous standbys not updated"),
+                }
+            }
+            Err(e) => tracing::debug!(shard = %shard.name, error = %e, "synchronous standbys not checked"),
         }
     }
 }

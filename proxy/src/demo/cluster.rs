@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use harness::{ClusterSpec, PgCluster, PgServer};
+use harness::{ClusterSpec, PgBinaries, PgCluster, PgServer};
 
 use super::layout::{Placement, SHARDS};
 use super::network::Network;
@@ -31,6 +31,9 @@ pub fn pg_dir(dir: &Path) -> PathBuf {
 /// server (the clusters' `Drop`), also on a panic.
 pub struct Shards {
     clusters: Vec<PgCluster>,
+    /// The binaries every server runs, named by the nodes' `[[managed]]`
+    /// entries.
+    binaries: PgBinaries,
 }
 
 /// One server and its place in the layout.
@@ -45,11 +48,18 @@ impl Shards {
     /// the servers already started are stopped (the clusters' `Drop`, also
     /// for a shard whose start is abandoned halfway).
     pub async fn start(dir: &Path) -> anyhow::Result<Shards> {
+        let binaries = PgBinaries::find().context("finding the PostgreSQL binaries")?;
+        let binaries = &binaries;
         let starts = SHARDS.iter().enumerate().map(|(index, shard)| async move {
-            start_shard(dir, index).await.with_context(|| format!("starting shard {}", shard.name))
+            start_shard(dir, index, binaries).await.with_context(|| format!("starting shard {}", shard.name))
         });
         let clusters = futures_util::future::try_join_all(starts).await?;
-        Ok(Shards { clusters })
+        Ok(Shards { clusters, binaries: binaries.clone() })
+    }
+
+    /// Where `pg_ctl`, `pg_rewind` and `postgres` are.
+    pub fn bin_dir(&self) -> &Path {
+        self.binaries.bindir()
     }
 
     /// Every server: shard by shard, each primary first, then its replicas.
@@ -73,14 +83,18 @@ impl Shards {
     }
 }
 
-/// Starts shard `SHARDS[index]`: its cluster, the app role, the database
-/// and the sample rows of the owners it holds.
-async fn start_shard(dir: &Path, index: usize) -> anyhow::Result<PgCluster> {
+/// Starts shard `SHARDS[index]` with `binaries`: its cluster, the app
+/// role, the database and the sample rows of the owners it holds.
+async fn start_shard(dir: &Path, index: usize, binaries: &PgBinaries) -> anyhow::Result<PgCluster> {
     let shard = &SHARDS[index];
     let spec = ClusterSpec::default()
         .with_replicas(shard.replicas.len())
         .with_base_dir(pg_dir(dir))
-        .with_name_prefix(shard.name);
+        .with_name_prefix(shard.name)
+        .with_binaries(binaries.clone())
+        // pg_rewind (REJOIN NODE) reads from a primary only with full page
+        // writes on; the harness turns them off for speed.
+        .with_conf("full_page_writes = on");
     let cluster = PgCluster::start(spec).await.context("starting PostgreSQL (primary and replicas)")?;
     cluster.create_user(APP_USER, APP_PASSWORD, true).await.context("creating the app role")?;
     cluster.create_database(DATABASE, APP_USER).await.context("creating the demo database")?;

@@ -2,7 +2,8 @@
 //! and for each node `DIR/nodes/<name>/meridian.toml`: its listeners, its
 //! `[cluster]` (member id, Raft endpoint and data, the three peers) and
 //! the same seed `[topology]` of both shards, whose node addresses are the
-//! switches ([`Network`]).
+//! switches ([`Network`]), and a `[[managed]]` entry for every PostgreSQL
+//! server (all on this host).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -160,7 +161,32 @@ fn render(dir: &Path, index: usize, ports: &[NodePorts], shards: &Shards, networ
         );
     }
     out.push_str(&table_rules());
+    out.push_str(&managed(shards));
     Ok(out)
+}
+
+/// `[[managed]]` for every PostgreSQL server of the demo: they all run on
+/// this host, so every node may kill, stop, start and rewind them.
+fn managed(shards: &Shards) -> String {
+    let mut out = String::from(
+        "\n# Every PostgreSQL server runs on this host: this node may kill, stop, start\n\
+         # and rewind them (drills, REJOIN NODE).\n",
+    );
+    for server in shards.servers() {
+        let data_dir = std::path::absolute(server.pg.data_dir()).unwrap_or_else(|_| server.pg.data_dir().to_path_buf());
+        out.push_str(&format!(
+            "\n[[managed]]\nnode = {}\ndata_dir = {}\nbin_dir = {}\n",
+            toml_string(&server.place.name),
+            toml_string(&data_dir.to_string_lossy()),
+            toml_string(&shards.bin_dir().to_string_lossy()),
+        ));
+    }
+    out
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
 }
 
 /// `[[topology.table]]` for every sample table: hash of `owner_id` over

@@ -85,8 +85,8 @@ async fn a_taken_http_address_fails_the_start() {
 }
 
 /// `[cluster]` with this node as member 1 and `others` as further peers
-/// (nobody listens for them).
-fn cluster_section(others: &[u64]) -> String {
+/// (nobody listens for them), and where member 1's Raft listens.
+fn cluster_section(others: &[u64]) -> (String, SocketAddr) {
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let raft = free();
     let mut s = format!(
@@ -102,14 +102,14 @@ fn cluster_section(others: &[u64]) -> String {
             free()
         ));
     }
-    s
+    (s, raft)
 }
 
 #[tokio::test]
 async fn a_cluster_node_without_quorum_is_alive_but_not_ready() {
     let dir = tempfile::tempdir().unwrap();
     // Member 2 never answers: member 1 cannot be elected, nothing commits.
-    let node = crate::Node::bind(config(dir.path(), &cluster_section(&[2]))).await.unwrap();
+    let node = crate::Node::bind(config(dir.path(), &cluster_section(&[2]).0)).await.unwrap();
     let http = node.http_addr().unwrap();
     let handle = node.handle();
     let serve = tokio::spawn(node.serve());
@@ -139,7 +139,8 @@ async fn a_cluster_node_without_quorum_is_alive_but_not_ready() {
 #[tokio::test]
 async fn a_cluster_node_is_ready_once_it_holds_its_lease() {
     let dir = tempfile::tempdir().unwrap();
-    let node = crate::Node::bind(config(dir.path(), &cluster_section(&[]))).await.unwrap();
+    let (cluster, raft) = cluster_section(&[]);
+    let node = crate::Node::bind(config(dir.path(), &cluster)).await.unwrap();
     let http = node.http_addr().unwrap();
     let handle = node.handle();
     let serve = tokio::spawn(node.serve());
@@ -173,6 +174,29 @@ async fn a_cluster_node_is_ready_once_it_holds_its_lease() {
     assert!(v("meridian_consensus_lease_remaining_seconds").is_some_and(|s| s > 0.0 && s <= 0.5));
     assert_eq!(v("meridian_proxy_topology_shards"), Some(1.0));
     assert_eq!(v("meridian_proxy_ready"), Some(1.0));
+    // No report yet: every counter is there, at 0; no RTO gauge.
+    let failovers = |lines: &[crate::metrics::tests::Line], kind, outcome| {
+        value(lines, "meridian_failovers_total", &[("kind", kind), ("outcome", outcome)])
+    };
+    assert_eq!(failovers(&lines, "switchover", "completed"), Some(0.0));
+    assert_eq!(value(&lines, "meridian_drills_total", &[("kind", "failover"), ("passed", "true")]), Some(0.0));
+    assert!(lines.iter().all(|l| l.name != "meridian_last_failover_rto_seconds"));
+
+    // A recorded switchover and a drill are counted at the next scrape.
+    use consensus::state::{Report, ReportKind};
+    let mut switchover = Report::new(ReportKind::Switchover, Some("default"), None);
+    switchover.rto_ms = Some(1500);
+    crate::admin::cluster_tests::record_report(raft, "boss", switchover).await;
+    let mut drill = Report::new(ReportKind::DrillFailover, Some("default"), None);
+    drill.passed = Some(false);
+    crate::admin::cluster_tests::record_report(raft, "boss", drill).await;
+    let (status, _, body) = get(http, "/metrics").await;
+    assert_eq!(status, 200);
+    let lines = parse(&body);
+    assert_eq!(failovers(&lines, "switchover", "completed"), Some(1.0));
+    assert_eq!(failovers(&lines, "failover", "completed"), Some(0.0));
+    assert_eq!(value(&lines, "meridian_drills_total", &[("kind", "failover"), ("passed", "false")]), Some(1.0));
+    assert_eq!(value(&lines, "meridian_last_failover_rto_seconds", &[("shard", "default")]), Some(1.5));
 
     handle.shutdown();
     tokio::time::timeout(Duration::from_secs(15), serve).await.unwrap().unwrap();

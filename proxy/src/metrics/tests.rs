@@ -132,6 +132,11 @@ fn sample() -> Sample {
             members: 4,
         }),
         lease: Some(LeaseState { valid: true, expires_in: Some(Duration::from_millis(800)), epoch_view: 7 }),
+        reports: Some(ReportSample {
+            failovers: [[2, 0, 1], [0, 1, 0], [3, 0, 0]],
+            drills: [[1, 1, 0], [0, 0, 0], [0, 0, 2]],
+            last_rto_seconds: [("s1".to_owned(), 1.25)].into(),
+        }),
     }
 }
 
@@ -187,6 +192,20 @@ fn exposition_parses_back() {
     assert_eq!(v("meridian_consensus_lease_valid", &[]), Some(1.0));
     assert_eq!(v("meridian_consensus_lease_remaining_seconds", &[]), Some(0.8));
     assert_eq!(v("meridian_consensus_lease_epoch_view", &[]), Some(7.0));
+    let f = |kind, outcome| v("meridian_failovers_total", &[("kind", kind), ("outcome", outcome)]);
+    assert_eq!(f("failover", "completed"), Some(2.0));
+    assert_eq!(f("failover", "aborted"), Some(0.0), "every label pair is exported");
+    assert_eq!(f("failover", "stopped"), Some(1.0));
+    assert_eq!(f("manual_failover", "aborted"), Some(1.0));
+    assert_eq!(f("switchover", "completed"), Some(3.0));
+    let d = |kind, passed| v("meridian_drills_total", &[("kind", kind), ("passed", passed)]);
+    assert_eq!(d("failover", "true"), Some(1.0));
+    assert_eq!(d("failover", "false"), Some(1.0));
+    assert_eq!(d("switchover", "unknown"), Some(0.0));
+    assert_eq!(d("region_outage", "unknown"), Some(2.0));
+    assert_eq!(v("meridian_last_failover_rto_seconds", &[("shard", "s1")]), Some(1.25));
+    assert!(text.contains("# TYPE meridian_failovers counter\n"), "{text}");
+    assert!(text.contains("# TYPE meridian_last_failover_rto_seconds gauge\n"), "{text}");
     // Counters are typed as such (the `_total` suffix is the sample's).
     assert!(text.contains("# TYPE meridian_proxy_routes counter\n"), "{text}");
     assert!(text.contains("# TYPE meridian_proxy_statement_latency_seconds histogram\n"), "{text}");
@@ -195,9 +214,10 @@ fn exposition_parses_back() {
 
 #[test]
 fn no_consensus_metrics_without_a_cluster() {
-    let s = Sample { raft: None, lease: None, ..sample() };
+    let s = Sample { raft: None, lease: None, reports: None, ..sample() };
     let lines = parse(&encode(s).unwrap());
     assert!(lines.iter().all(|l| !l.name.starts_with("meridian_consensus_")));
+    assert!(lines.iter().all(|l| !l.name.contains("failover") && !l.name.contains("drills")));
     assert!(lines.iter().any(|l| l.name == "meridian_proxy_routes_total"));
 }
 

@@ -16,6 +16,7 @@
 //! This module does the I/O; [`protocol`] decides what each message means.
 
 mod everywhere;
+mod lost;
 pub mod params;
 pub mod prepared;
 mod protocol;
@@ -116,6 +117,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 if !need_more && self.cbuf[0] == b'X' {
                     return Ok(());
                 }
+                if !need_more && self.st.lost.is_some() {
+                    // A transaction whose server died: answered by us
+                    // until the client ends it.
+                    let consumed = self.st.answer_lost(&self.cbuf, &mut self.cout)?;
+                    self.cbuf.advance(consumed);
+                    if !self.cout.is_empty() {
+                        self.client.write_all(&self.cout).await?;
+                        self.cout.clear();
+                    }
+                    if consumed > 0 {
+                        continue;
+                    }
+                }
                 if !need_more {
                     let t = self.st.topology();
                     if t.nodes.is_empty() {
@@ -212,8 +226,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Ok(());
             }
             if !self.sout.is_empty() {
-                server.stream.write_all(&self.sout).await.map_err(|e| Error::ServerLost(e.to_string()))?;
+                let sent = server.stream.write_all(&self.sout).await;
                 self.sout.clear();
+                if let Err(e) = sent {
+                    self.server_lost(e.to_string()).await?;
+                    continue;
+                }
                 if self.sent_at.is_none() && self.st.route.attached.is_some() {
                     self.sent_at = Some(Instant::now());
                 }
@@ -247,9 +265,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     last_activity = Instant::now();
                 }
                 r = server.stream.read_buf(&mut server.rbuf) => {
-                    let n = r.map_err(|e| Error::ServerLost(e.to_string()))?;
-                    if n == 0 {
-                        return Err(Error::ServerLost("server closed the connection".into()));
+                    let lost = match r {
+                        Ok(0) => Some("server closed the connection".to_owned()),
+                        Ok(_) => None,
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(why) = lost {
+                        self.server_lost(why).await?;
+                        continue;
                     }
                     if idle_tx_timeout.is_some() {
                         last_activity = Instant::now();
@@ -269,6 +292,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 _ = &mut hard => return Err(Error::ShuttingDown),
             }
         }
+    }
+
+    /// The server connection died (read or write failed) while attached.
+    /// A session that outlives it ([`State::survives_server_loss`]) gets
+    /// the answers [`lost`] decides for what was in flight and stays; any
+    /// other ends with a FATAL: `08007` when a commit's outcome is unknown,
+    /// else `08006` (after the server's own FATAL, if it sent one).
+    async fn server_lost(&mut self, why: String) -> Result<(), Error> {
+        if !self.st.survives_server_loss() {
+            let unknown = !self.st.server_sent_fatal() && self.st.lost_decision().commit_unknown();
+            return Err(if unknown { Error::ServerLostInCommit(why) } else { Error::ServerLost(why) });
+        }
+        // Decided while the session still knows where it was attached.
+        let d = self.st.on_server_lost(&mut self.cout);
+        let conn = self.server.take().expect("server_lost runs attached");
+        self.st.cancel.set_target(None);
+        self.st.detach();
+        self.st.pool.discard(conn);
+        self.sent_at = None;
+        tracing::warn!(
+            error = %why,
+            commit_unknown = d.commit_unknown(),
+            aborted = self.st.lost.is_some(),
+            "server connection lost under a client; its transaction reported lost"
+        );
+        self.client.write_all(&self.cout).await?;
+        self.cout.clear();
+        Ok(())
     }
 
     /// Forward what the server sent; give the connection back when the
@@ -406,14 +457,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Result<(), Error> {
         let mut node = node;
         let mut pool = self.st.pool_for(&t.nodes[node].address);
-        let conn = match checkout_synced(&pool, self.st.id, &self.st.params, connect_timeout(&self.st)).await {
+        let conn = match self.checkout_routed(&pool).await {
             Ok(c) => c,
             // A replica that fails between probes: the read goes to the primary.
             Err(e) if t.nodes[node].role == router::topology::Role::Replica => {
                 tracing::debug!(node = %t.nodes[node].name, error = %e, "replica unavailable; reading from the primary");
                 node = t.shards[shard].primary.ok_or(e)?;
                 pool = self.st.pool_for(&t.nodes[node].address);
-                checkout_synced(&pool, self.st.id, &self.st.params, connect_timeout(&self.st)).await?
+                self.checkout_routed(&pool).await?
             }
             Err(e) => return Err(e),
         };
@@ -433,6 +484,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Ok(())
     }
 
+    /// A connection of `pool` for a routed request. A pooled connection
+    /// the server closed while it sat idle (its primary died a moment ago)
+    /// would take the request, and that loss could not be told from one in
+    /// flight (`08007` for a write never run). On a cluster node, where
+    /// primaries die and move, such a connection is thrown away and another
+    /// checked out (a dead server then fails the checkout itself, and the
+    /// request is routed again on a newer topology). Elsewhere the pool's
+    /// own check of connections idle for a while does.
+    async fn checkout_routed(&self, pool: &Pool) -> Result<ServerConn, Error> {
+        let timeout = connect_timeout(&self.st);
+        let mut attempt = 1;
+        loop {
+            let conn = checkout_synced(pool, self.st.id, &self.st.params, timeout).await?;
+            if self.st.shared.cluster.is_none() || attempt >= LIVE_ATTEMPTS || still_open(&conn) {
+                return Ok(conn);
+            }
+            tracing::debug!(server_pid = conn.backend_pid, "pooled server connection closed by the server");
+            pool.discard(conn);
+            attempt += 1;
+        }
+    }
+
     async fn release(&mut self) {
         if let Some(mut conn) = self.server.take() {
             self.st.cancel.set_target(None);
@@ -448,6 +521,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         shrink(&mut self.cout);
         shrink(&mut self.sout);
     }
+}
+
+/// How many pooled connections closed by their server a routed checkout
+/// throws away before it takes the next one as it is.
+const LIVE_ATTEMPTS: usize = 32;
+
+/// Has the server not closed this idle connection? An idle connection has
+/// nothing to read: readable means closed (or dying).
+fn still_open(conn: &ServerConn) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// How many connections a checkout tries when applying settings fails on

@@ -198,6 +198,16 @@ impl ClientParams {
         }
     }
 
+    /// The server connection died: what was not committed is gone, and a
+    /// commit whose outcome is unknown counts as not committed (its
+    /// settings are not replayed; the client was told it may have failed).
+    pub fn on_lost(&mut self) {
+        self.implicit.clear();
+        self.journal.clear();
+        self.in_transaction = false;
+        self.failed = false;
+    }
+
     /// The server reported an error.
     pub fn on_error(&mut self) {
         self.failed = true;

@@ -26,6 +26,9 @@ pub struct Statement {
     /// Whether the text may touch session state ([`router::may_affect_session`]),
     /// worked out once rather than at every Bind.
     pub may_affect_session: bool,
+    /// What it may do to its transaction should the server die under it
+    /// ([`super::lost::ends`]), worked out once too.
+    pub(crate) ends: super::lost::Ends,
 }
 
 /// Process-wide table of distinct statements, so equal statements share an
@@ -55,6 +58,7 @@ pub fn intern(parse_rest: &[u8]) -> Arc<Statement> {
         id,
         server_name: format!("__meridian_{id}"),
         may_affect_session: router::may_affect_session(sql),
+        ends: super::lost::ends(sql),
         parse_rest: rest.clone(),
     });
     table.by_text.insert(rest, stmt.clone());

@@ -22,6 +22,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use router::{PinReason, SessionEffect};
 use tokio_postgres::error::SqlState;
 
+use super::lost::{self, Ends};
 use super::params::{ClientParams, Effect};
 use super::prepared::{self, ClientStatements};
 use crate::backend::ServerState;
@@ -59,11 +60,16 @@ pub(crate) enum Expect {
         tracked: bool,
     },
     Close,
-    Sync,
+    /// `ends`: what the batch it closes may do to the transaction, should
+    /// the server die before answering ([`lost`]).
+    Sync {
+        ends: Ends,
+    },
     /// A simple query, function call or unknown message: answered up to
     /// ReadyForQuery. `tracked`: its statements' effects wait in `effects`.
     Query {
         tracked: bool,
+        ends: Ends,
     },
     /// The client ended a COPY IN (CopyDone/CopyFail): no answer of its own.
     CopyEnd,
@@ -119,6 +125,17 @@ pub(crate) struct State {
     /// The server is in COPY FROM STDIN started by an Execute; it ignores
     /// the Syncs that arrive meanwhile.
     copy_in: bool,
+    /// [`lost::ends`] of the unnamed statement, of the statement bound
+    /// last, and of the Executes since the last Sync.
+    unnamed_ends: Ends,
+    bound_ends: Ends,
+    batch_ends: Ends,
+    /// The server sent a FATAL error: the connection ends by its word,
+    /// and so does the session (the error is relayed as it came).
+    server_fatal: bool,
+    /// The server connection died under a transaction that we now play
+    /// until the client ends it ([`lost::Aborted`]); no server attached.
+    pub(crate) lost: Option<lost::Aborted>,
     pub(crate) tx_status: u8,
     pub(crate) cancel: CancelHandle,
     pub(crate) route: super::route::RouteState,
@@ -157,6 +174,11 @@ impl State {
             skip_until_sync: false,
             unsynced: false,
             copy_in: false,
+            unnamed_ends: Ends::Nothing,
+            bound_ends: Ends::Nothing,
+            batch_ends: Ends::Nothing,
+            server_fatal: false,
+            lost: None,
             tx_status: b'I',
             cancel,
             route: Default::default(),
@@ -209,6 +231,7 @@ impl State {
         self.unnamed_sql.clear();
         self.unnamed_sql.push_str(sql);
         self.unnamed_affects = router::may_affect_session(sql.as_bytes());
+        self.unnamed_ends = lost::ends(sql.as_bytes());
     }
 
     /// SQL of the client's named statement `name`, if it has one.
@@ -221,7 +244,7 @@ impl State {
     /// A request (a Query, or messages up to Sync) is on its way and not
     /// answered yet.
     fn request_in_flight(&self) -> bool {
-        self.pending.iter().any(|e| matches!(e, Expect::Sync | Expect::Query { .. } | Expect::InjectedQuery))
+        self.pending.iter().any(|e| matches!(e, Expect::Sync { .. } | Expect::Query { .. } | Expect::InjectedQuery))
     }
 
     /// May the server connection go back to the pool now?
@@ -309,7 +332,7 @@ impl State {
                     let mut i = 1;
                     let mut end = end;
                     while i < end {
-                        if self.pending[i] == Expect::Sync {
+                        if matches!(self.pending[i], Expect::Sync { .. }) {
                             self.pending.remove(i);
                             end -= 1;
                         } else {
@@ -331,7 +354,7 @@ impl State {
                         self.pop();
                         if tracked { self.effects.pop_front().and_then(|mut l| l.pop_front()) } else { None }
                     }
-                    Some(Expect::Query { tracked: true }) => self.effects.front_mut().and_then(VecDeque::pop_front),
+                    Some(Expect::Query { tracked: true, .. }) => self.effects.front_mut().and_then(VecDeque::pop_front),
                     _ => None,
                 };
                 if let Some(effect) = effect {
@@ -341,13 +364,16 @@ impl State {
             b'E' => {
                 self.params.on_error();
                 self.copy_in = false;
+                if is_fatal(body) {
+                    self.server_fatal = true;
+                }
                 match self.pending.front() {
                     Some(Expect::Query { .. }) | None => {}
                     _ => self.discard_until_sync(server),
                 }
             }
             b'Z' => {
-                if let Some(Expect::Query { tracked: true }) = self.pop() {
+                if let Some(Expect::Query { tracked: true, .. }) = self.pop() {
                     self.effects.pop_front();
                 }
                 let status = body.first().copied().unwrap_or(b'I');
@@ -374,7 +400,7 @@ impl State {
     fn discard_until_sync(&mut self, server: &mut ServerState) {
         while let Some(e) = self.pending.front().copied() {
             match e {
-                Expect::Sync => break,
+                Expect::Sync { .. } => break,
                 Expect::Parse { register, named } => {
                     if let Some(id) = register {
                         server.prepared.remove(&id);
@@ -485,7 +511,7 @@ impl State {
                     self.request_sent();
                     if let Some(e) = refused {
                         messages::query(sout, &super::route::raise_sql(&e));
-                        self.pending.push_back(Expect::Query { tracked: false });
+                        self.pending.push_back(Expect::Query { tracked: false, ends: Ends::Nothing });
                         continue;
                     }
                     if starts_with_word(sql, b"drop") {
@@ -502,7 +528,7 @@ impl State {
                             self.effects.push_back(Effect::of_query(&sql));
                         }
                     }
-                    self.pending.push_back(Expect::Query { tracked });
+                    self.pending.push_back(Expect::Query { tracked, ends: lost::ends(sql) });
                     sout.extend_from_slice(raw);
                 }
                 b'P' => {
@@ -529,6 +555,7 @@ impl State {
                         self.pending.push_back(Expect::RaiseParse);
                         messages::bind_renamed(sout, b"", "", &[0, 0, 0, 0, 0, 0]);
                         self.pending.push_back(Expect::RaiseBind);
+                        self.bound_ends = Ends::Nothing;
                         messages::execute(sout);
                         self.pending.push_back(Expect::Execute { tracked: false });
                         self.skip_until_sync = true;
@@ -539,12 +566,15 @@ impl State {
                         Some(stmt) => {
                             self.ensure_prepared(&stmt, server, sout);
                             messages::bind_renamed(sout, portal, &stmt.server_name, after);
+                            self.bound_ends = stmt.ends;
                             self.bound_effect = (tracking || stmt.may_affect_session).then(|| {
                                 let sql = cstr(&stmt.parse_rest).map(|(s, _)| s).unwrap_or_default();
                                 Effect::of(&String::from_utf8_lossy(sql))
                             });
                         }
                         None => {
+                            // A name we do not rewrite (session mode): unknown.
+                            self.bound_ends = if name.is_empty() { self.unnamed_ends } else { Ends::MayCommit };
                             self.bound_effect = if name.is_empty() && (tracking || self.unnamed_affects) {
                                 Some(Effect::of(&self.unnamed_sql))
                             } else {
@@ -587,6 +617,7 @@ impl State {
                     if let Some(e) = effect {
                         self.effects.push_back(VecDeque::from([e]));
                     }
+                    self.batch_ends = self.batch_ends.max(self.bound_ends);
                     sout.extend_from_slice(raw);
                     self.pending.push_back(Expect::Execute { tracked });
                 }
@@ -596,7 +627,8 @@ impl State {
                     sout.extend_from_slice(raw);
                     if !self.copy_in {
                         self.unsynced = false;
-                        self.pending.push_back(Expect::Sync);
+                        let ends = std::mem::take(&mut self.batch_ends);
+                        self.pending.push_back(Expect::Sync { ends });
                     }
                 }
                 b'H' | b'd' => sout.extend_from_slice(raw),
@@ -621,7 +653,7 @@ impl State {
                         self.route.wrote = true;
                     }
                     sout.extend_from_slice(raw);
-                    self.pending.push_back(Expect::Query { tracked: false });
+                    self.pending.push_back(Expect::Query { tracked: false, ends: Ends::Nothing });
                 }
             }
             if self.front_is_fake() {
@@ -656,6 +688,7 @@ impl State {
             self.unnamed_sql.clear();
             self.unnamed_sql.push_str(&String::from_utf8_lossy(sql));
             self.unnamed_affects = affects;
+            self.unnamed_ends = lost::ends(sql);
         }
         if name.is_empty() || !self.transaction_mode {
             sout.extend_from_slice(raw);
@@ -690,6 +723,151 @@ impl State {
 }
 
 impl State {
+    /// Can the session outlive its server connection? Only when nothing of
+    /// its own lives there (transaction pooling, not pinned), and the
+    /// server did not end the connection with a FATAL of its own (that
+    /// error was relayed; the session ends as PostgreSQL's would).
+    pub(crate) fn survives_server_loss(&self) -> bool {
+        self.transaction_mode && self.pinned.is_none() && !self.server_fatal
+    }
+
+    /// Did the attached server send a FATAL error (it ends the connection)?
+    pub(crate) fn server_sent_fatal(&self) -> bool {
+        self.server_fatal
+    }
+
+    /// What the client must be told now that the server connection died
+    /// (see [`lost`]).
+    pub(crate) fn lost_decision(&self) -> lost::Decision {
+        let requests: Vec<Ends> = self
+            .pending
+            .iter()
+            .filter_map(|e| match e {
+                Expect::Query { ends, .. } | Expect::Sync { ends } => Some(*ends),
+                _ => None,
+            })
+            .collect();
+        let may_write =
+            self.route.attached.as_ref().is_none_or(|a| a.role == router::topology::Role::Primary && self.route.wrote);
+        lost::decide(&lost::Facts {
+            status: self.tx_status,
+            requests: &requests,
+            open_batch: self.unsynced.then_some(self.batch_ends),
+            may_write,
+        })
+    }
+
+    /// The server connection died under a session that survives it: answer
+    /// what was in flight into `out`, forget what the server owed, and play
+    /// the rest of the transaction ([`lost::Aborted`]) if one is left.
+    pub(crate) fn on_server_lost(&mut self, out: &mut BytesMut) -> lost::Decision {
+        let d = self.lost_decision();
+        d.write(out);
+        for e in std::mem::take(&mut self.pending) {
+            // A named Parse never answered: the name is not the client's.
+            if matches!(e, Expect::Parse { named: true, .. } | Expect::FakeParse) {
+                self.forget_failed_parse();
+            }
+        }
+        self.effects.clear();
+        self.fake_errors.clear();
+        self.parse_names.clear();
+        self.bound_effect = None;
+        self.skip_until_sync = false;
+        self.unsynced = false;
+        self.copy_in = false;
+        self.resync = false;
+        self.bound_ends = Ends::Nothing;
+        self.batch_ends = Ends::Nothing;
+        self.server_fatal = false;
+        self.params.on_lost();
+        self.route.wrote = false;
+        self.request_sent();
+        self.tx_status = d.after.as_ref().map_or(b'I', lost::Aborted::status);
+        self.lost = d.after.clone();
+        d
+    }
+
+    /// Answer the complete messages at the front of `cbuf` while a lost
+    /// transaction is played; returns the bytes consumed. Stops before a
+    /// Terminate and after the message that ends the state (what follows
+    /// goes to a server).
+    pub(crate) fn answer_lost(&mut self, cbuf: &[u8], out: &mut BytesMut) -> Result<usize, Error> {
+        let mut it = Messages::new(cbuf, self.max_message);
+        let mut done = 0;
+        for m in it.by_ref() {
+            let (at, h) = m?;
+            if h.tag == b'X' || self.lost.is_none() {
+                break;
+            }
+            let msg = self.lost_message(h.tag, &cbuf[at + HEADER_LEN..at + h.total]);
+            done = at + h.total;
+            let aborted = self.lost.as_mut().expect("checked above");
+            let goes_on = aborted.on_message(msg, out);
+            self.tx_status = aborted.status();
+            if !goes_on {
+                self.lost = None;
+                self.tx_status = b'I';
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    /// A client message for [`lost::Aborted`]. A Parse of a transaction end
+    /// is answered, so its statement name becomes the client's.
+    fn lost_message<'a>(&mut self, tag: u8, body: &'a [u8]) -> lost::Msg<'a> {
+        let sql_of = |rest: &[u8]| String::from_utf8_lossy(cstr(rest).map(|(s, _)| s).unwrap_or_default()).into_owned();
+        let stmt = |st: &Self, name: &[u8]| match name.is_empty() {
+            true => lost::Stmt::Unnamed,
+            false => lost::Stmt::Named(st.stmts.get(name).and_then(|s| lost::tx_end(&sql_of(&s.parse_rest)))),
+        };
+        match tag {
+            b'Q' => lost::Msg::Query(std::str::from_utf8(cstr(body).map(|(s, _)| s).unwrap_or_default()).unwrap_or("")),
+            b'P' => {
+                let (name, rest) = cstr(body).unwrap_or_default();
+                let sql = sql_of(rest);
+                let end = lost::tx_end(&sql);
+                if end.is_none() {
+                    return lost::Msg::Parse(None, name.is_empty());
+                }
+                if name.is_empty() {
+                    self.set_unnamed_sql(&sql);
+                } else if !self.transaction_mode || self.stmts.contains(name) {
+                    return lost::Msg::Parse(None, false);
+                } else {
+                    self.stmts.insert(name, prepared::intern(rest));
+                }
+                lost::Msg::Parse(end, name.is_empty())
+            }
+            b'B' => {
+                let (_, rest) = cstr(body).unwrap_or_default();
+                let (name, _) = cstr(rest).unwrap_or_default();
+                lost::Msg::Bind(stmt(self, name))
+            }
+            b'D' => {
+                let name = cstr(body.get(1..).unwrap_or_default()).map(|(n, _)| n).unwrap_or_default();
+                match body.first() {
+                    Some(b'S') => lost::Msg::DescribeStatement(stmt(self, name)),
+                    _ => lost::Msg::DescribePortal,
+                }
+            }
+            b'E' => lost::Msg::Execute,
+            b'C' => {
+                let name = cstr(body.get(1..).unwrap_or_default()).map(|(n, _)| n).unwrap_or_default();
+                if body.first() == Some(&b'S') && !name.is_empty() {
+                    self.stmts.remove(name);
+                }
+                lost::Msg::Close
+            }
+            b'S' => lost::Msg::Sync,
+            b'H' | b'd' | b'c' | b'f' => lost::Msg::Quiet,
+            _ => lost::Msg::Other,
+        }
+    }
+}
+
+impl State {
     /// Our own idle connections to a database would make its `DROP DATABASE`
     /// fail ("is being accessed by other users"): close them first.
     fn before_drop_database(&self, sql: &[u8]) {
@@ -707,6 +885,45 @@ fn starts_with_word(sql: &[u8], word: &[u8]) -> bool {
     sql.get(start..start + word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word))
 }
 
+/// Is this ErrorResponse body a FATAL (or PANIC) one: the server ends
+/// the connection after it?
+fn is_fatal(body: &[u8]) -> bool {
+    // 'V' is the severity never translated (PostgreSQL 9.6+); 'S' may be.
+    let (mut localized, mut rest) = (None, body);
+    while let Some((&kind, tail)) = rest.split_first() {
+        let Some((value, after)) = cstr(tail).filter(|_| kind != 0) else { break };
+        match kind {
+            b'V' => return value == b"FATAL" || value == b"PANIC",
+            b'S' => localized = Some(value),
+            _ => {}
+        }
+        rest = after;
+    }
+    localized.is_some_and(|v| v == b"FATAL" || v == b"PANIC")
+}
+
 fn malformed(what: &str) -> Error {
     Error::Protocol(format!("malformed {what} message"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fatal_error_from_the_server_is_told_apart() {
+        let body = |severity, code| {
+            let mut b = BytesMut::new();
+            messages::error_response(&mut b, severity, code, "x", None);
+            b.split_off(HEADER_LEN)
+        };
+        assert!(is_fatal(&body(Severity::Fatal, "57P01")));
+        assert!(!is_fatal(&body(Severity::Error, "40001")));
+        // A translated 'S' does not hide the 'V' that follows it.
+        assert!(is_fatal(b"SFATALER\0VFATAL\0C57P01\0Mx\0\0"));
+        assert!(!is_fatal(b"SFEHLER\0VERROR\0C42P01\0Mx\0\0"));
+        // No 'V' (PostgreSQL before 9.6): the 'S'.
+        assert!(is_fatal(b"SFATAL\0C57P01\0Mx\0\0"));
+        assert!(!is_fatal(b""));
+    }
 }
