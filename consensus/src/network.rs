@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use axum::extract::{FromRef, State};
 use axum::routing::post;
+use axum::response::IntoResponse;
 use axum::{Json, Router};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -58,7 +59,7 @@ use crate::tls::Connector;
 use crate::types::{Command, Member, MemberId, Response, TypeConfig};
 
 /// The Raft HTTP routes of one member, served by [`ConsensusNode`](crate::ConsensusNode).
-pub(crate) fn router(raft: Raft<TypeConfig>, timings: crate::Timings) -> Router {
+pub(crate) fn router(raft: Raft<TypeConfig>, timings: crate::Timings, partition: Partition) -> Router {
     // A forwarded change must end (done or timed out) before the caller
     // gives up on the request, which it does after `membership_timeout`
     // counted from before it found the leader: leave it one forwarding
@@ -73,6 +74,15 @@ pub(crate) fn router(raft: Raft<TypeConfig>, timings: crate::Timings) -> Router 
         .route("/raft/read_index", post(read_index))
         .route("/raft/membership", post(membership))
         .with_state(served)
+        .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let cut_off = partition.isolated();
+            async move {
+                if cut_off {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+                next.run(req).await
+            }
+        }))
 }
 
 /// What the routes share: the Raft node (what most of them need, see the
@@ -208,6 +218,9 @@ pub(crate) enum TransportError {
     Timeout { url: String, timeout: Duration },
     #[error("{url} answered HTTP {status}: {body}")]
     Status { url: String, status: u16, body: String },
+    /// A drill's simulated partition stopped the call before it left.
+    #[error("{url} is cut off (region outage drill)")]
+    Partitioned { url: String },
     #[error("invalid request to {url}")]
     Invalid {
         url: String,
@@ -220,7 +233,45 @@ impl TransportError {
     /// Whether the request certainly never reached the peer (so retrying
     /// it elsewhere cannot apply it twice).
     pub(crate) fn not_delivered(&self) -> bool {
-        matches!(self, TransportError::Connect { .. } | TransportError::Invalid { .. })
+        matches!(
+            self,
+            TransportError::Connect { .. } | TransportError::Invalid { .. } | TransportError::Partitioned { .. }
+        )
+    }
+}
+
+/// A simulated network partition (`DRILL REGION ... OUTAGE`): while this
+/// member is cut off it neither sends nor answers Raft RPCs, and it never
+/// calls the peers listed as cut off. Cheap to clone; shared by the client
+/// and the server side.
+#[derive(Clone, Default)]
+pub(crate) struct Partition(Arc<parking_lot::RwLock<Cut>>);
+
+#[derive(Default)]
+struct Cut {
+    /// This member is cut off until then.
+    until: Option<std::time::Instant>,
+    /// Raft addresses of peers cut off.
+    peers: std::collections::BTreeSet<String>,
+}
+
+impl Partition {
+    pub(crate) fn set(&self, until: Option<std::time::Instant>, peers: std::collections::BTreeSet<String>) {
+        let mut cut = self.0.write();
+        if cut.until != until || cut.peers != peers {
+            tracing::warn!(cut_off_until = ?until, peers = ?peers, "raft partition (drill) changed");
+        }
+        *cut = Cut { until, peers };
+    }
+
+    /// Whether this member is cut off now.
+    pub(crate) fn isolated(&self) -> bool {
+        self.0.read().until.is_some_and(|u| std::time::Instant::now() < u)
+    }
+
+    /// Whether a call to `base` may not go out.
+    fn blocks(&self, base: &str) -> bool {
+        self.isolated() || self.0.read().peers.contains(base)
     }
 }
 
@@ -229,19 +280,20 @@ impl TransportError {
 #[derive(Clone)]
 pub(crate) struct HttpClient {
     client: Client<Connector, Full<Bytes>>,
+    partition: Partition,
 }
 
 impl HttpClient {
     /// `tls`: this member's client side of mutual TLS (then only `https://`
     /// peers can be called), or `None` (only `http://` ones).
-    pub(crate) fn new(tls: Option<Arc<rustls::ClientConfig>>) -> HttpClient {
+    pub(crate) fn new(tls: Option<Arc<rustls::ClientConfig>>, partition: Partition) -> HttpClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(Connector::new(connector, tls));
-        HttpClient { client }
+        HttpClient { client, partition }
     }
 
     /// POST `req` as JSON to `base` + `path` and decode the JSON answer,
@@ -254,6 +306,9 @@ impl HttpClient {
         timeout: Duration,
     ) -> Result<Resp, TransportError> {
         let url = format!("{}{path}", base.trim_end_matches('/'));
+        if self.partition.blocks(base) {
+            return Err(TransportError::Partitioned { url });
+        }
         let invalid =
             |source: Box<dyn std::error::Error + Send + Sync>| TransportError::Invalid { url: url.clone(), source };
         let body = serde_json::to_vec(req).map_err(|e| invalid(e.into()))?;
@@ -331,7 +386,9 @@ impl Connection {
     {
         let reply: Result<Resp, RaftError<MemberId, E>> =
             self.client.post(&self.node.raft_addr, path, req, option.hard_ttl()).await.map_err(|e| match e {
-                TransportError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                TransportError::Connect { .. } | TransportError::Partitioned { .. } => {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                }
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))

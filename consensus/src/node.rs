@@ -39,6 +39,7 @@ pub struct ConsensusNode {
     server: parking_lot::Mutex<Option<JoinHandle<()>>>,
     lease: LeaseHandle,
     lease_task: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    partition: network::Partition,
 }
 
 /// What the node's facade and its background tasks (the lease renewal)
@@ -113,7 +114,8 @@ impl ConsensusNode {
             }
         }
         let (log, state_machine) = store::open(&config.data_dir).await?;
-        let client = HttpClient::new(tls.as_ref().map(|t| t.client.clone()));
+        let partition = network::Partition::default();
+        let client = HttpClient::new(tls.as_ref().map(|t| t.client.clone()), partition.clone());
         let raft = Raft::new(id, raft_config, Network::new(client.clone()), log, state_machine.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -127,7 +129,7 @@ impl ConsensusNode {
         };
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let shutdown = CancellationToken::new();
-        let app = network::router(raft.clone(), config.timings);
+        let app = network::router(raft.clone(), config.timings, partition.clone());
         let server = match &tls {
             Some(tls) => {
                 let listener = tls::TlsListener::new(listener, tls.server.clone());
@@ -145,6 +147,7 @@ impl ConsensusNode {
             server: parking_lot::Mutex::new(Some(server)),
             lease,
             lease_task: parking_lot::Mutex::new(Some(lease_task)),
+            partition,
         };
 
         let initialized = node.core.raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
@@ -161,6 +164,14 @@ impl ConsensusNode {
             tracing::info!(member = id, "waiting to be contacted by the raft group");
         }
         Ok(node)
+    }
+
+    /// Simulate a network partition for a drill: cut this member off from
+    /// the group until `until` (`None`: not cut off) and never call the
+    /// members whose Raft addresses are in `peers`. Openraft sees the calls
+    /// fail as if the network did.
+    pub fn set_partition(&self, until: Option<std::time::Instant>, peers: std::collections::BTreeSet<String>) {
+        self.partition.set(until, peers);
     }
 
     /// This member.

@@ -169,6 +169,12 @@ pub enum Change {
     /// with its summary). Not itself audited. Refused for phases out of
     /// time order.
     RecordReport { report: Box<Report> },
+    /// A drill cuts `region` off until `until` (Unix ms). Refused for an
+    /// unknown region, while another outage lasts, and for an `until` not
+    /// after the command's time.
+    BeginOutage { region: String, until: UnixMillis },
+    /// The outage drill is over. Idempotent.
+    EndOutage,
 }
 
 /// What applying one Raft log entry produced, as handed back to whoever
@@ -259,6 +265,8 @@ impl fmt::Display for Change {
             Change::Bootstrap { changes } => write!(f, "bootstrap the topology ({} changes)", changes.len()),
             Change::AppendEvent { kind, summary, .. } => write!(f, "record {kind} event: {summary}"),
             Change::RecordReport { report } => write!(f, "record {} report: {}", report.kind, report.detail),
+            Change::BeginOutage { region, until } => write!(f, "cut region {region} off until {until} (drill)"),
+            Change::EndOutage => write!(f, "end the region outage (drill)"),
         }
     }
 }

@@ -55,8 +55,15 @@ fn cluster_section(dir: &std::path::Path, write_hold: &str) -> anyhow::Result<St
 /// (its Raft directory is kept with the bed), once the node routes writes
 /// and table `acked` exists.
 pub async fn failover_bed(write_hold: &str) -> anyhow::Result<(TestBed, tempfile::TempDir)> {
+    failover_bed_in(write_hold, "local").await
+}
+
+/// [`failover_bed`] with the primary in `primary_region` (the node and the
+/// replicas are in `local`).
+pub async fn failover_bed_in(write_hold: &str, primary_region: &'static str) -> anyhow::Result<(TestBed, tempfile::TempDir)> {
     let raft_dir = tempfile::tempdir()?;
     let spec = BedSpec {
+        primary_region,
         cluster: ClusterSpec::default().with_replicas(2),
         routed: true,
         managed: true,

@@ -42,6 +42,9 @@ pub struct BedSpec {
     /// List every PostgreSQL server under `[[managed]]` (this host's
     /// servers, which the node may kill, stop, start and rewind).
     pub managed: bool,
+    /// The region of the primary in a routed topology (the others are in
+    /// `local`, like the node).
+    pub primary_region: &'static str,
 }
 
 impl Default for BedSpec {
@@ -53,6 +56,7 @@ impl Default for BedSpec {
             extra_users: String::new(),
             routed: false,
             managed: false,
+            primary_region: "local",
         }
     }
 }
@@ -243,7 +247,7 @@ impl TestBed {
         );
         std::fs::write(dir.path().join("users.toml"), users)?;
         let servers = if spec.routed {
-            routed_topology(&cluster)
+            routed_topology(&cluster, spec.primary_region)
         } else {
             format!("[backend]\naddress = \"{}\"\n", cluster.primary().addr())
         };
@@ -286,14 +290,15 @@ impl TestBed {
 
 /// A one-shard `[topology]` of `cluster` (its primary and replicas) with
 /// probes as the app user.
-fn routed_topology(cluster: &PgCluster) -> String {
+fn routed_topology(cluster: &PgCluster, primary_region: &str) -> String {
     let mut t = format!(
         "[health]\nuser = \"{APP_USER}\"\nprobe_interval = \"100ms\"\n\n[topology]\n\n[[topology.shard]]\nname = \"s1\"\n\n"
     );
     for server in cluster.servers() {
-        let role = if server.name() == cluster.primary().name() { "primary" } else { "replica" };
+        let (role, region) =
+            if server.name() == cluster.primary().name() { ("primary", primary_region) } else { ("replica", "local") };
         t.push_str(&format!(
-            "[[topology.node]]\nname = \"{}\"\naddress = \"{}\"\nshard = \"s1\"\nregion = \"local\"\nrole = \"{role}\"\n\n",
+            "[[topology.node]]\nname = \"{}\"\naddress = \"{}\"\nshard = \"s1\"\nregion = \"{region}\"\nrole = \"{role}\"\n\n",
             server.name(),
             server.addr()
         ));

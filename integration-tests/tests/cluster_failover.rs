@@ -619,11 +619,12 @@ async fn a_node_cut_off_during_the_failover_refuses_writes_then_follows_the_new_
         since_cut(healed)
     );
     // While cut off, past its lease, the node sent no write anywhere:
-    // nothing it acknowledged started then, and its failures then were
-    // refusals.
+    // it acknowledged nothing then, and its failures then were refusals.
+    // (A write held when the cut is healed goes on to the new primary,
+    // checked below with the writes after the heal.)
     let dark_from = cut + LEASE + Duration::from_millis(300);
     let acked_dark: Vec<Ack> =
-        target_writer.acked().into_iter().filter(|a| a.started >= dark_from && a.started < healed).collect();
+        target_writer.acked().into_iter().filter(|a| a.at >= dark_from && a.at < healed).collect();
     ensure!(acked_dark.is_empty(), "cut-off m{target} acknowledged writes after its lease: {acked_dark:?}");
     // Reconnects that failed (id 0) sent no write; they are counted apart.
     let (reconnects_dark, failed_dark): (Vec<Failure>, Vec<Failure>) =
@@ -650,11 +651,14 @@ async fn a_node_cut_off_during_the_failover_refuses_writes_then_follows_the_new_
         "the old primary {old} took {} rows after it came back",
         old_rows_end as i64 - old_rows_back as i64
     );
-    // After the heal it writes to the new primary only.
-    let after_heal: Vec<Ack> = target_writer.acked().into_iter().filter(|a| a.started >= healed).collect();
+    // After the heal it writes to the new primary only (a write held
+    // across the heal included).
+    let after_heal: Vec<Ack> = target_writer.acked().into_iter().filter(|a| a.at >= healed).collect();
+    let held_across = after_heal.iter().filter(|a| a.started < healed).count();
     let elsewhere: Vec<&Ack> = after_heal.iter().filter(|a| a.port != new_port).collect();
     eprintln!(
-        "  after the heal m{target} had {} writes acknowledged, {} by {new} (port {new_port}; old {old_port})",
+        "  after the heal m{target} had {} writes acknowledged ({held_across} held across the heal), {} by {new} \
+         (port {new_port}; old {old_port})",
         after_heal.len(),
         after_heal.len() - elsewhere.len()
     );

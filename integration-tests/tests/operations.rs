@@ -4,7 +4,7 @@
 //! error), a manual failover to a named replica, the refusals, `REJOIN
 //! NODE` of a former primary, and the drills with their reports.
 
-use integration_tests::failover::{LoadRun, admin_rows, failover_bed, make_sync};
+use integration_tests::failover::{LoadRun, admin_rows, failover_bed, failover_bed_in, make_sync};
 use integration_tests::{TestBed, eventually};
 
 /// `SHOW SHARDS`' primary of `s1` (columns: name, epoch, primary, ...).
@@ -150,5 +150,36 @@ async fn drills_report_their_outage_and_loss_against_the_targets() -> anyhow::Re
     assert!(detail.len() > 5, "fields and phases: {detail:?}");
     // Nothing to drill on a shard that does not exist.
     assert_eq!(admin_error(&bed, "DRILL FAILOVER SHARD nosuch").await, "42704");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_outage_drill_fails_the_region_over_and_brings_it_back() -> anyhow::Result<()> {
+    // The primary is in region east; the node and both replicas in local.
+    let (bed, _raft) = failover_bed_in("10s", "east").await?;
+    make_sync(&bed).await?;
+    let old = primary_of_s1(&bed).await?;
+    // Cutting off the node's own region is refused.
+    assert_eq!(admin_error(&bed, "DRILL REGION 'local' OUTAGE").await, "55000");
+    assert_eq!(admin_error(&bed, "DRILL REGION 'mars' OUTAGE").await, "42704");
+
+    let report = admin_rows(&bed, "DRILL REGION 'east' OUTAGE").await?;
+    eprintln!("drill region outage: {report:?}");
+    let new = primary_of_s1(&bed).await?;
+    assert_ne!(new, old, "a replica outside the region took over");
+    let row = report.first().expect("a report row");
+    assert!(row.iter().any(|v| v.as_deref() == Some("completed")), "{row:?}");
+    assert!(row.iter().any(|v| v.as_deref() == Some("t")), "passed: {row:?}");
+    // The old primary kept running behind the cut, got no writes, and is
+    // back as a replica of the new primary.
+    eventually("the old primary streams from the new one", || async { is_streaming_replica(&bed, &old).await })
+        .await?;
+    let c = bed.connect().await?;
+    c.batch_execute("INSERT INTO acked VALUES (424242)").await?;
+    let events = admin_rows(&bed, "SHOW EVENTS").await?;
+    assert!(
+        events.iter().any(|r| r.iter().any(|v| v.as_deref().is_some_and(|v| v.contains("region east is back")))),
+        "{events:?}"
+    );
     Ok(())
 }

@@ -154,6 +154,17 @@ impl TopologyState {
             Change::ReportReach { member, node, reachable } => self.report_reach(*member, node, *reachable),
             Change::DropUser { name } => self.drop_user(name),
             Change::RecordReport { report } => check_report(report),
+            Change::BeginOutage { region, until } => self.begin_outage(cmd, region, *until),
+            Change::EndOutage => Ok(match self.outage.take() {
+                Some(o) => Effect::Changed(Some(EventDraft {
+                    kind: EventKind::Drill,
+                    shard: None,
+                    node: None,
+                    summary: format!("region {} is back (outage drill over)", o.region),
+                    phases: Vec::new(),
+                })),
+                None => Effect::Unchanged,
+            }),
         }?;
         let Effect::Changed(event) = effect else {
             return Ok(Applied { version: self.version, changed: false });
@@ -195,6 +206,26 @@ impl TopologyState {
         };
         self.next_event_id += 1;
         push_bounded(&mut self.events, event, EVENT_LOG_LIMIT);
+    }
+
+    fn begin_outage(&mut self, cmd: &Command, region: &str, until: u64) -> Result<Effect, CommandError> {
+        if !self.regions.contains(region) {
+            return Err(CommandError::UnknownRegion(region.to_owned()));
+        }
+        if let Some(o) = &self.outage {
+            return Err(CommandError::InvalidEvent(format!("region {} is already cut off by a drill", o.region)));
+        }
+        if until <= cmd.at {
+            return Err(CommandError::InvalidEvent("an outage must end after it begins".into()));
+        }
+        self.outage = Some(super::Outage { region: region.to_owned(), began: cmd.at, until });
+        Ok(Effect::Changed(Some(EventDraft {
+            kind: EventKind::Drill,
+            shard: None,
+            node: None,
+            summary: format!("region {region} cut off for a drill (until {until} at the latest)"),
+            phases: Vec::new(),
+        })))
     }
 
     fn record_report(&mut self, cmd: &Command, report: &Report) {

@@ -76,6 +76,23 @@ pub struct TopologyState {
     /// Id of the next report; ids are never reused.
     #[serde(default)]
     pub next_report_id: u64,
+    /// A region cut off by `DRILL REGION 'r' OUTAGE`, while it lasts.
+    #[serde(default)]
+    pub outage: Option<Outage>,
+}
+
+/// A simulated region outage (a drill): every Meridian node treats the
+/// region's PostgreSQL servers as unreachable and routes nothing to them,
+/// and the region's own Meridian nodes cut themselves off from the Raft
+/// group until `until` (they cannot hear that it ended before: they are
+/// cut off).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outage {
+    pub region: String,
+    /// When it was committed.
+    pub began: UnixMillis,
+    /// When the region's Meridian nodes reconnect at the latest.
+    pub until: UnixMillis,
 }
 
 /// A client user as the cluster knows it. The secret is what a users file
@@ -140,6 +157,11 @@ impl TopologyState {
             return None;
         }
         self.nodes.get(shard.primary.as_deref()?)
+    }
+
+    /// Whether `node` is in a region cut off by a drill's outage.
+    pub fn cut_off(&self, node: &PgNode) -> bool {
+        self.outage.as_ref().is_some_and(|o| o.region == node.region)
     }
 
     /// Whether new transactions on `shard` must wait: the cluster or the

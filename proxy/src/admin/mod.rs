@@ -229,6 +229,7 @@ impl AdminError {
                 ("the consensus node is shutting down".to_owned(), None)
             }
             ControlError::Failed(m) => (m, Some(FAILED.to_owned())),
+            e @ ControlError::CutShort => (e.to_string(), None),
         };
         AdminError::Control { code, message, hint }
     }

@@ -122,6 +122,12 @@ impl Cluster {
         self.node.local_addr()
     }
 
+    /// Cut this node off from the Raft group until `until`, and never call
+    /// `peers` (Raft addresses): a region outage drill.
+    pub fn set_partition(&self, until: Option<std::time::Instant>, peers: std::collections::BTreeSet<String>) {
+        self.node.set_partition(until, peers);
+    }
+
     pub fn gate(&self) -> &WriteGate {
         &self.gate
     }

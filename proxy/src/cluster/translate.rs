@@ -122,7 +122,8 @@ pub fn to_router(s: &TopologyState, version: u64, replica_policy: ReplicaPolicy)
     let mut nodes: Vec<rt::PgNode> = Vec::new();
     for n in s.nodes.values() {
         let Some(shard) = shard_id(&n.shard) else { continue };
-        if n.banned || n.state == state::NodeState::Fenced {
+        // A region cut off by an outage drill is as good as gone.
+        if n.banned || n.state == state::NodeState::Fenced || s.cut_off(n) {
             continue;
         }
         let sh = &s.shards[&n.shard];

@@ -36,12 +36,12 @@ use crate::node::Shared;
 /// How often the drill's writer inserts.
 const WRITE_EVERY: Duration = Duration::from_millis(50);
 /// Acknowledged writes needed before the fault: the path works.
-const WARM_UP_WRITES: usize = 10;
+pub(super) const WARM_UP_WRITES: usize = 10;
 /// How long writes may take to come back after the fault before the drill
 /// gives up (the report then fails).
 const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 /// Writing goes on this long after the first write on the new primary.
-const COOL_DOWN: Duration = Duration::from_millis(500);
+pub(super) const COOL_DOWN: Duration = Duration::from_millis(500);
 
 /// `DRILL FAILOVER SHARD shard`.
 pub(super) async fn failover(
@@ -254,7 +254,7 @@ async fn wait_report(cluster: &Cluster, shard: &str, epoch: u64, within: Duratio
 }
 
 /// The acknowledged writes (seq, when) that `address` does not have.
-async fn missing(login: &Login, address: &str, drill: i64, acked: &[(i64, u64)]) -> Result<Vec<(i64, u64)>, String> {
+pub(super) async fn missing(login: &Login, address: &str, drill: i64, acked: &[(i64, u64)]) -> Result<Vec<(i64, u64)>, String> {
     let t = login.target(address);
     let (host, port) = address.rsplit_once(':').ok_or("bad address")?;
     let mut config = tokio_postgres::Config::new();
@@ -285,7 +285,7 @@ struct Seen {
 }
 
 /// The drill's write load: see the module docs.
-struct Writer {
+pub(super) struct Writer {
     drill: i64,
     seen: Arc<Mutex<Seen>>,
     stop: CancellationToken,
@@ -293,17 +293,17 @@ struct Writer {
 }
 
 /// What a stopped writer measured.
-struct WriterResult {
-    drill: i64,
-    acked: Vec<(i64, u64)>,
-    errors: usize,
-    first_error: Option<String>,
+pub(super) struct WriterResult {
+    pub(super) drill: i64,
+    pub(super) acked: Vec<(i64, u64)>,
+    pub(super) errors: usize,
+    pub(super) first_error: Option<String>,
 }
 
 impl WriterResult {
     /// The longest gap between two acknowledged writes, counting only gaps
     /// that end after `from` (the fault), in milliseconds.
-    fn longest_gap_around(&self, from: u64) -> u64 {
+    pub(super) fn longest_gap_around(&self, from: u64) -> u64 {
         self.acked.windows(2).filter(|w| w[1].1 >= from).map(|w| w[1].1 - w[0].1).max().unwrap_or(0)
     }
 }
@@ -311,7 +311,7 @@ impl WriterResult {
 impl Writer {
     /// Connect through this node's client listener, make the table, and
     /// start inserting.
-    async fn start(shared: &Shared, login: &Login, shard: &str, stop: &CancellationToken) -> Result<Writer, ControlError> {
+    pub(super) async fn start(shared: &Shared, login: &Login, shard: &str, stop: &CancellationToken) -> Result<Writer, ControlError> {
         let mut config = tokio_postgres::Config::new();
         let addr = shared.client_addr;
         let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
@@ -343,7 +343,7 @@ impl Writer {
         Ok(Writer { drill, seen, stop, task })
     }
 
-    async fn wait_for(&self, writes: usize, within: Duration) -> Result<(), String> {
+    pub(super) async fn wait_for(&self, writes: usize, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
         while self.seen.lock().acked.len() < writes {
             if Instant::now() >= deadline {
@@ -359,15 +359,15 @@ impl Writer {
         Ok(())
     }
 
-    fn acked_after(&self, at: u64) -> bool {
+    pub(super) fn acked_after(&self, at: u64) -> bool {
         self.seen.lock().acked.last().is_some_and(|(_, t)| *t > at)
     }
 
-    fn first_ack_after(&self, at: u64) -> Option<u64> {
+    pub(super) fn first_ack_after(&self, at: u64) -> Option<u64> {
         self.seen.lock().acked.iter().map(|(_, t)| *t).find(|t| *t > at)
     }
 
-    async fn stop(self) -> WriterResult {
+    pub(super) async fn stop(self) -> WriterResult {
         self.stop.cancel();
         let _ = self.task.await;
         let seen = std::mem::take(&mut *self.seen.lock());

@@ -65,10 +65,11 @@ pub(crate) async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>, tracker: Tas
             _ = tokio::time::sleep(interval) => {}
             _ = stop.cancelled() => return,
         }
+        let status = cluster.status().await;
+        apply_outage(&cluster, &status);
         report(&cluster, &shared, &mut reported).await;
         remember_primary_positions(&shared, &mut primary_positions);
         let Some(c) = shared.config.load().cluster.clone() else { return };
-        let status = cluster.status().await;
         if status.role != RaftRole::Leader {
             seen.clear();
             fenced_seen.clear();
@@ -208,6 +209,31 @@ async fn keep_standbys_in_step(shared: &Shared, state: &consensus::TopologyState
     }
 }
 
+/// Carry out a region outage drill's partition as the committed topology
+/// says: a member in the region cuts itself off until the outage's end
+/// time; the others stop calling it. Lifted when the drill ends (or, on
+/// a member cut off, which cannot hear that, at the end time).
+fn apply_outage(cluster: &Cluster, status: &consensus::Status) {
+    let state = cluster.state();
+    let now = steps::now_ms();
+    let (until, peers) = match &state.outage {
+        Some(o) if now < o.until => {
+            let me = cluster.member();
+            let until = (me.region == o.region)
+                .then(|| std::time::Instant::now() + Duration::from_millis(o.until.saturating_sub(now)));
+            let peers = status
+                .members
+                .values()
+                .filter(|m| m.region == o.region && m.id != me.id)
+                .map(|m| m.raft_addr.clone())
+                .collect();
+            (until, peers)
+        }
+        _ => (None, BTreeSet::new()),
+    };
+    cluster.set_partition(until, peers);
+}
+
 /// Note the current WAL position of every primary this node reaches.
 fn remember_primary_positions(shared: &Shared, positions: &mut HashMap<String, u64>) {
     let t = shared.topology.borrow().clone();
@@ -224,24 +250,30 @@ fn remember_primary_positions(shared: &Shared, positions: &mut HashMap<String, u
 /// node's probes see it) differs from what the cluster last heard from it.
 async fn report(cluster: &Cluster, shared: &Shared, reported: &mut HashMap<String, bool>) {
     let me = cluster.member().id;
-    let t = shared.topology.borrow().clone();
     let state = cluster.state();
-    for n in &t.nodes {
-        let probe = shared.health.status(&n.name, &n.address).probe.load_full();
-        if probe.at.is_none() {
-            continue;
-        }
+    for n in state.nodes.values() {
+        // A region cut off by an outage drill is unreachable, whatever the
+        // probe says (it is not routed to, so not probed either).
+        let reachable = if state.cut_off(n) {
+            false
+        } else {
+            let probe = shared.health.status(&n.name, &n.address).probe.load_full();
+            if probe.at.is_none() {
+                continue;
+            }
+            probe.reachable
+        };
         let known = state.reach.get(&n.name).and_then(|r| r.get(&me)).copied();
-        if known == Some(probe.reachable) {
-            reported.insert(n.name.clone(), probe.reachable);
+        if known == Some(reachable) {
+            reported.insert(n.name.clone(), reachable);
             continue;
         }
-        let change = Change::ReportReach { member: me, node: n.name.clone(), reachable: probe.reachable };
+        let change = Change::ReportReach { member: me, node: n.name.clone(), reachable };
         match tokio::time::timeout(Duration::from_secs(2), cluster.propose(ACTOR, &cluster.member().name, change)).await
         {
             Ok(Ok(_)) => {
-                if reported.insert(n.name.clone(), probe.reachable) != Some(probe.reachable) {
-                    tracing::info!(node = %n.name, reachable = probe.reachable, "reachability reported");
+                if reported.insert(n.name.clone(), reachable) != Some(reachable) {
+                    tracing::info!(node = %n.name, reachable, "reachability reported");
                 }
             }
             Ok(Err(e)) => tracing::debug!(node = %n.name, error = %e, "reachability report not committed"),

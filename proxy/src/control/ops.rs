@@ -83,6 +83,10 @@ pub(crate) enum ControlError {
     /// state the shard was left in.
     #[error("{0}")]
     Failed(String),
+    /// The node shut down before the operation ended: what it committed
+    /// so far stands (SHOW SHARDS, SHOW EVENTS), the rest did not happen.
+    #[error("the node is shutting down; the operation was cut short: check SHOW SHARDS and SHOW EVENTS")]
+    CutShort,
 }
 
 impl ControlError {
@@ -98,6 +102,7 @@ impl ControlError {
             ControlError::Propose(ProposeError::OutcomeUnknown(_)) => SqlState::TRANSACTION_RESOLUTION_UNKNOWN,
             ControlError::Propose(ProposeError::ShuttingDown) => SqlState::ADMIN_SHUTDOWN,
             ControlError::Failed(_) => SqlState::SYSTEM_ERROR,
+            ControlError::CutShort => SqlState::TRANSACTION_RESOLUTION_UNKNOWN,
         }
     }
 
@@ -146,14 +151,14 @@ pub(crate) async fn execute(
                 super::drill::switchover(cluster, shared, write_lease, &shard, &stop).await.map(report)
             }
             Operation::Drill(Drill::RegionOutage { region }) => {
-                super::outage::drill(cluster, shared, write_lease, &region, &stop).await.map(report)
+                super::outage::drill(cluster, shared, &region, &stop).await.map(report)
             }
         }
     };
     // cancel safety: an operation cut short leaves what Raft committed (a
-    // fence, say), which the report-less event log and SHOW SHARDS show.
+    // fence, say), which SHOW SHARDS and SHOW EVENTS show; no report.
     tokio::select! {
         done = run => done,
-        _ = stop.cancelled() => Err(ControlError::Failed("the node is shutting down; the operation was cut short".into())),
+        _ = stop.cancelled() => Err(ControlError::CutShort),
     }
 }

@@ -59,8 +59,8 @@ pub(super) async fn run(cluster: &Cluster, shared: &Shared, name: &str) -> Resul
     Ok(Done::Rejoined { node: name.to_owned(), primary: primary.name.clone(), summary })
 }
 
-/// Rejoin `name` to `primary` if this node manages it; `Ok(None)` if it
-/// does not.
+/// Rejoin the fenced former primary `name` to `primary` if this node
+/// manages it; `Ok(None)` if it does not.
 pub(super) async fn rejoin_if_managed(
     cluster: &Cluster,
     shared: &Shared,
@@ -68,16 +68,45 @@ pub(super) async fn rejoin_if_managed(
     name: &str,
     primary: &PgNode,
 ) -> Result<Option<Rejoined>, ControlError> {
-    let (Some(local), Some(node)) = (super::steps::managed(shared, name), cluster.state().nodes.get(name).cloned())
-    else {
-        return Ok(None);
-    };
+    let Some(local) = super::steps::managed(shared, name) else { return Ok(None) };
+    let rejoined = rewind(cluster, login, &local, name, primary).await?;
+    Ok(Some(rejoined))
+}
+
+/// Bring any server of a shard (a fenced former primary, or a replica
+/// that followed it) back as a replica of `primary`, if this node manages
+/// it; `Ok(false)` if it does not.
+pub(super) async fn rejoin_any_if_managed(
+    cluster: &Cluster,
+    shared: &Shared,
+    login: &Login,
+    name: &str,
+    primary: &PgNode,
+) -> Result<bool, ControlError> {
+    let Some(local) = super::steps::managed(shared, name) else { return Ok(false) };
+    rewind(cluster, login, &local, name, primary).await?;
+    Ok(true)
+}
+
+/// Stop, rewind and restart `name` as a replica of `primary`; commit
+/// `RejoinNode` if it was fenced; make it a synchronous standby again on a
+/// sync shard.
+async fn rewind(
+    cluster: &Cluster,
+    login: &Login,
+    local: &failover::local::LocalServer,
+    name: &str,
+    primary: &PgNode,
+) -> Result<Rejoined, ControlError> {
+    let node = cluster.state().nodes.get(name).cloned().ok_or_else(|| ControlError::Unknown(format!("unknown node {name}")))?;
     let upstream = login.upstream(&primary.address, name);
     let rejoined = local
         .rejoin(&upstream, &login.target_within(&node.address, REJOIN_STEP), REJOIN_STEP)
         .await
         .map_err(|e| ControlError::Failed(format!("rejoining {name}: {e}")))?;
-    commit(cluster, Change::RejoinNode { name: name.to_owned() }).await?;
+    if node.state == NodeState::Fenced {
+        commit(cluster, Change::RejoinNode { name: name.to_owned() }).await?;
+    }
     let state = cluster.state();
     if let Some(shard) = state.shards.get(&node.shard)
         && shard.policy.durability == Durability::Sync
@@ -92,5 +121,5 @@ pub(super) async fn rejoin_if_managed(
         }
     }
     tracing::info!(node = name, primary = %primary.name, took_ms = rejoined.total.as_millis() as u64, "rejoined");
-    Ok(Some(rejoined))
+    Ok(rejoined)
 }

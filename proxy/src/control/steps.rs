@@ -92,11 +92,11 @@ pub(super) async fn commit(cluster: &Cluster, change: Change) -> Result<consensu
 }
 
 /// The replicas of `shard` that may stream and be promoted: not the
-/// fenced former primaries.
+/// fenced former primaries, not those in a region an outage drill cut off.
 pub(super) fn live_replicas(state: &TopologyState, shard: &str, except: &str) -> Vec<PgNode> {
     state
         .nodes_of(shard)
-        .filter(|n| n.name != except && n.role == Role::Replica && n.state != NodeState::Fenced)
+        .filter(|n| n.name != except && n.role == Role::Replica && n.state != NodeState::Fenced && !state.cut_off(n))
         .cloned()
         .collect()
 }
