@@ -91,7 +91,7 @@ pub use binaries::{BINDIR_ENV, PgBinaries};
 pub use cluster::{ClusterInfo, ClusterSpec, Credentials, DEFAULT_PASSWORD, HostAuth, PgCluster};
 pub use error::{Error, Result};
 pub use port::free_port;
-pub use postmaster::stop_server;
+pub use postmaster::{reap_exited_servers, stop_server};
 pub use relay::{FaultControl, FaultRelay, Faults};
 pub use scratch::TMPDIR_ENV;
 pub use server::{HOST, PgServer, Role, ServerInfo};

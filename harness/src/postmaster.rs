@@ -277,6 +277,26 @@ pub(crate) fn adopt_orphans() {
     });
 }
 
+/// Collects every exited `postgres` process whose parent we are: servers
+/// this process adopted (see [`adopt_orphans`]) and someone else stopped or
+/// killed, e.g. a Meridian node's drill or `REJOIN NODE`. Until it is
+/// collected, a killed postmaster is a zombie whose pid still "exists", and
+/// PostgreSQL refuses to start in its data directory ("lock file
+/// postmaster.pid already exists"). Leaves every other child alone.
+pub fn reap_exited_servers() {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let pid = Pid::from_raw(pid);
+        if ProcStat::read(pid).is_some_and(|stat| {
+            stat.ppid == me && stat.state == 'Z' && matches!(stat.comm.as_str(), "postgres" | "postmaster")
+        }) {
+            reap(pid);
+        }
+    }
+}
+
 /// Collects `pid` if it is our exited child; otherwise does nothing.
 fn reap(pid: Pid) {
     let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));

@@ -6,6 +6,9 @@
 //!   meridian demo [--dir DIR] --detach   re-runs itself as
 //!       meridian demo --dir DIR --foreground-child   (own session, log in DIR/demo.log)
 //!     and returns once DIR/demo.json says "ready" and SELECT 1 works through every node
+//!   meridian demo [--dir DIR] --drill failover|switchover|region
+//!                                        run a drill against the demo in DIR (started
+//!                                        detached first, and stopped after, if none runs)
 //!   meridian demo stop --dir DIR         SIGTERM the demo process, make sure its
 //!                                        Meridian nodes and PostgreSQL are down,
 //!                                        mark demo.json "stopped"
@@ -28,6 +31,7 @@
 //! demo.json file; [`stop`] the stop command.
 
 mod cluster;
+mod drill;
 mod layout;
 mod network;
 mod node_config;
@@ -81,6 +85,12 @@ pub struct DemoArgs {
     /// connections; stop it with `meridian demo stop --dir DIR`.
     #[arg(long)]
     pub detach: bool,
+    /// Run a drill live against the demo and print its report: `failover`
+    /// (kill -9 shard s1's primary), `switchover` (planned), `region`
+    /// (cut off the region of s1's primary). Uses the demo running in
+    /// `--dir`, or starts one for the drill and stops it afterwards.
+    #[arg(long, value_enum, conflicts_with = "detach")]
+    pub drill: Option<drill::DrillKind>,
     /// Internal: the background process `--detach` starts.
     #[arg(long, hide = true, conflicts_with = "detach", requires = "dir")]
     pub foreground_child: bool,
@@ -113,7 +123,8 @@ pub fn main(args: DemoArgs) -> anyhow::Result<()> {
             let dir = args.dir.context("--foreground-child needs --dir")?;
             foreground(&dir, Some(dir.join(LOG_FILE)))
         }
-        None if args.detach => detach(args.dir),
+        None if args.drill.is_some() => drill_demo(args.dir, args.drill.expect("checked")),
+        None if args.detach => detach(args.dir).map(|_| ()),
         None => {
             let dir = match args.dir {
                 Some(dir) => dir,
@@ -132,8 +143,29 @@ fn foreground(dir: &Path, log_file: Option<PathBuf>) -> anyhow::Result<()> {
     runtime.block_on(run::run(&dir, log_file))
 }
 
-/// Starts the demo as a background process and waits until it is ready.
-fn detach(dir: Option<PathBuf>) -> anyhow::Result<()> {
+/// `--drill`: against the demo running in `dir`, or one started for it.
+fn drill_demo(dir: Option<PathBuf>, kind: drill::DrillKind) -> anyhow::Result<()> {
+    let running = dir.as_deref().and_then(|d| DemoState::read(d).ok().flatten()).filter(|s| {
+        s.status == Status::Ready && state::is_alive(s.pid)
+    });
+    let (dir, started) = match running {
+        Some(state) => (state.dir, false),
+        None => (detach(dir)?, true),
+    };
+    let state = DemoState::read(&dir)?.context("demo.json is missing")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(drill::run(&state, kind));
+    if started {
+        eprintln!("
+Stopping the demo started for the drill...");
+        runtime.block_on(stop::stop(&dir))?;
+    }
+    result
+}
+
+/// Starts the demo as a background process and waits until it is ready;
+/// returns its directory.
+fn detach(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let started = tokio::time::Instant::now();
     let dir = match dir {
         Some(dir) => dir,
@@ -171,7 +203,7 @@ fn detach(dir: Option<PathBuf>) -> anyhow::Result<()> {
     eprintln!("(ready in {:.1} s)", started.elapsed().as_secs_f64());
     // The child runs on in its own session; it is not ours to wait for.
     drop(child);
-    Ok(())
+    Ok(dir)
 }
 
 /// Waits for the child's demo.json to say "ready", then checks every node

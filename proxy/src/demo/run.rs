@@ -116,10 +116,13 @@ pub async fn run(dir: &Path, log_file: Option<PathBuf>) -> anyhow::Result<()> {
     super::print_ready(&state, state.log_file.is_some());
 
     // Run until a signal. A node that exits (a drill may kill one) stays
-    // down; the others keep serving.
+    // down; the others keep serving. Servers a node killed or restarted (a
+    // drill, REJOIN NODE) are ours to reap (we adopted them).
+    let mut reap = tokio::time::interval(Duration::from_millis(200));
     let name = loop {
         tokio::select! {
             name = signals.recv() => break name,
+            _ = reap.tick() => harness::reap_exited_servers(),
             (node, status, log) = nodes.next_exit() => {
                 tracing::warn!(node, %status, log = %log.display(), "a Meridian node exited; the demo keeps running without it");
             }
