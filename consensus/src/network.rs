@@ -250,13 +250,13 @@ pub(crate) struct Partition(Arc<parking_lot::RwLock<Cut>>);
 #[derive(Default)]
 struct Cut {
     /// This member is cut off until then.
-    until: Option<std::time::Instant>,
+    until: Option<tokio::time::Instant>,
     /// Raft addresses of peers cut off.
     peers: std::collections::BTreeSet<String>,
 }
 
 impl Partition {
-    pub(crate) fn set(&self, until: Option<std::time::Instant>, peers: std::collections::BTreeSet<String>) {
+    pub(crate) fn set(&self, until: Option<tokio::time::Instant>, peers: std::collections::BTreeSet<String>) {
         let mut cut = self.0.write();
         if cut.until != until || cut.peers != peers {
             tracing::warn!(cut_off_until = ?until, peers = ?peers, "raft partition (drill) changed");
@@ -266,7 +266,7 @@ impl Partition {
 
     /// Whether this member is cut off now.
     pub(crate) fn isolated(&self) -> bool {
-        self.0.read().until.is_some_and(|u| std::time::Instant::now() < u)
+        self.0.read().until.is_some_and(|u| tokio::time::Instant::now() < u)
     }
 
     /// Whether a call to `base` may not go out.

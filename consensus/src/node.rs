@@ -170,7 +170,7 @@ impl ConsensusNode {
     /// the group until `until` (`None`: not cut off) and never call the
     /// members whose Raft addresses are in `peers`. Openraft sees the calls
     /// fail as if the network did.
-    pub fn set_partition(&self, until: Option<std::time::Instant>, peers: std::collections::BTreeSet<String>) {
+    pub fn set_partition(&self, until: Option<tokio::time::Instant>, peers: std::collections::BTreeSet<String>) {
         self.partition.set(until, peers);
     }
 

@@ -124,7 +124,7 @@ impl Cluster {
 
     /// Cut this node off from the Raft group until `until`, and never call
     /// `peers` (Raft addresses): a region outage drill.
-    pub fn set_partition(&self, until: Option<std::time::Instant>, peers: std::collections::BTreeSet<String>) {
+    pub fn set_partition(&self, until: Option<tokio::time::Instant>, peers: std::collections::BTreeSet<String>) {
         self.node.set_partition(until, peers);
     }
 

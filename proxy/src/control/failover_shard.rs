@@ -1,7 +1,10 @@
 //! One failover of one shard: automatic (the Raft leader, once the failure
 //! detector has declared the primary dead), resumed (a new leader finding a
 //! shard fenced by a leader that died), or manual (`FAILOVER SHARD s [TO n]
-//! [FORCE]`, the primary alive or not). DESIGN §5:
+//! [FORCE]`, the primary alive or not). DESIGN §5. The sequence and its
+//! decisions are the failover core's [`FailoverMachine`] (which asks
+//! [`failover::plan_failover`] whom to promote); this module carries out
+//! its actions against Raft and PostgreSQL:
 //!
 //! 1. commit `FenceShard` (epoch e+1): from here no node routes writes to
 //!    the shard (the write gate holds them); a manual failover also makes a
@@ -11,8 +14,7 @@
 //!    acknowledged by them, and their positions stop moving;
 //! 3. wait out the write lease: a node that did not learn of the fence has
 //!    stopped routing writes by then;
-//! 4. decide with the failover core's [`failover::plan_failover`]: the
-//!    replica with the highest WAL position (sync standbys, then the old
+//! 4. decide (the core's plan): the replica with the highest WAL position (sync standbys, then the old
 //!    primary's region, then priority), refusing a loss above
 //!    `max_lag_on_failover` (async) or a promotion that cannot prove every
 //!    acknowledged commit is kept (sync), unless FORCE;
@@ -31,10 +33,15 @@
 
 use std::time::Duration;
 
-use consensus::state::{Durability, Outcome, PgNode, Report, ReportKind, Shard};
+use std::collections::VecDeque;
+
+use consensus::state::{Durability, Outcome, Phase, PgNode, Report, ReportKind, Shard};
 use consensus::{Change, UnixMillis};
 use failover::postgres;
-use failover::{Decision, Detector, Lsn, MemberId, Millis, NodeId, Observation, Observations, Options, ShardView};
+use failover::{
+    Action, Config as MachineConfig, Event, FailoverMachine, Lsn, MemberId, Millis, NodeId, Observation, Options,
+    Outcome as MachineOutcome, ShardView, Timeline as MachineTimeline,
+};
 
 use super::ops::ControlError;
 use super::steps::{self, LEASE_MARGIN, Login, Timeline, commit, live_replicas, now_ms, repoint};
@@ -62,18 +69,18 @@ const SELF: &str = "self";
 
 /// Fail `req.shard` over and record the report. `Err` when it was refused
 /// before anything changed (unknown shard, another operation got there
-/// first); every other ending is a report (completed, aborted or stopped).
+/// first), or when it ended without a new primary (the report, recorded
+/// too, says why).
+///
+/// The steps are the failover core's: this function is the runtime of a
+/// [`FailoverMachine`], carrying out each [`Action`] it returns and
+/// feeding back the [`Event`] that reports its completion.
 pub(super) async fn run(
     cluster: &Cluster,
     shared: &Shared,
     write_lease: Duration,
     req: Request,
 ) -> Result<Report, ControlError> {
-    let mut timeline = Timeline::default();
-    if let Some(at) = req.outage_began {
-        timeline.mark_at("down", at);
-    }
-    timeline.mark("detect");
     let state = cluster.state();
     let s: Shard =
         state.shards.get(&req.shard).cloned().ok_or_else(|| ControlError::Unknown(format!("unknown shard {}", req.shard)))?;
@@ -96,118 +103,141 @@ pub(super) async fn run(
         }
     }
     let login = Login::of(shared)?;
+    let replicas = live_replicas(&state, &s.name, &old.name);
     let mut report = Report::new(req.kind, Some(&s.name), Some(&s.policy));
     report.old_primary = Some(old.name.clone());
-
-    // 1. Fence (a resumed failover finds the fence already committed).
-    let epoch = if s.fenced {
-        s.epoch
-    } else {
-        let epoch = s.epoch + 1;
-        commit(cluster, Change::FenceShard { shard: s.name.clone(), epoch }).await.map_err(|e| match e {
-            ControlError::Propose(p) if ControlError::lost_race(&p) => {
-                ControlError::Busy(format!("another failover or switchover of shard {} is under way", s.name))
-            }
-            e => e,
-        })?;
-        epoch
-    };
-    report.epoch = epoch;
-    let fenced_at = timeline.mark("fence");
-    let mut last_primary_lsn = req.last_primary_lsn;
-    let mut old_alive = false;
-    if req.kind != ReportKind::Failover {
-        // A manual failover may find the old primary alive: stop its writes
-        // at the source too, and learn its exact position.
-        let quick = login.target_within(&old.address, Duration::from_secs(2));
-        if let Ok(lsn) = postgres::make_read_only(&quick).await {
-            old_alive = true;
-            last_primary_lsn = Some(last_primary_lsn.unwrap_or(0).max(lsn.0));
-        }
+    // Phases the core does not time: the first failed probe, the WAL
+    // receivers stopped, the probe commit.
+    let mut extra = Timeline::default();
+    if let Some(at) = req.outage_began {
+        extra.mark_at("down", at);
     }
 
-    // 2. Stop the replicas' WAL receivers.
-    let replicas = live_replicas(&state, &s.name, &old.name);
-    let stops = futures_util::future::join_all(replicas.iter().map(|r| {
-        let t = login.target(&r.address);
-        async move { (r, postgres::stop_wal_receiver(&t).await) }
-    }))
-    .await;
-    let mut observations = Observations::new();
-    let origin = Millis(0);
-    let mut stopped = Vec::new();
-    for (r, result) in stops {
-        match result {
-            Ok(st) => {
-                stopped.push(r.clone());
-                observations.record(Observation {
-                    in_recovery: Some(st.in_recovery),
-                    received_lsn: st.receive_lsn,
-                    replayed_lsn: st.replay_lsn,
-                    ..Observation::reachable(SELF.to_owned(), r.name.clone(), origin)
-                });
-            }
-            Err(e) => {
-                tracing::warn!(shard = %s.name, node = %r.name, error = %e, "replica not stopped; not a candidate");
-                observations.record(Observation::unreachable(SELF.to_owned(), r.name.clone(), origin));
-            }
-        }
-    }
-    if let Some(lsn) = last_primary_lsn {
-        observations.record(Observation {
-            flush_lsn: Some(Lsn(lsn)),
-            ..Observation::unreachable(SELF.to_owned(), old.name.clone(), origin)
-        });
-    }
-    timeline.mark("stop_receivers");
-
-    // 3. Wait out the write lease (from the fence).
-    let lease_over = fenced_at + (write_lease + LEASE_MARGIN).as_millis() as u64;
-    tokio::time::sleep(Duration::from_millis(lease_over.saturating_sub(now_ms()))).await;
-    timeline.mark("lease_expired");
-
-    // 4. Decide.
-    let view = shard_view(&s, &old, &replicas, epoch);
-    let detector = Detector::new([MemberId(SELF.to_owned())]);
+    let config = MachineConfig { write_lease_ms: (write_lease + LEASE_MARGIN).as_millis() as u64 };
+    let mut machine = FailoverMachine::new(shard_view(&s, &old, &replicas), [MemberId(SELF.to_owned())], config);
+    // The leader's detector has declared the primary dead (or an operator
+    // asked): that verdict starts the machine.
     let options = Options { forced: req.force, target: req.target.clone().map(NodeId) };
-    let decision = failover::plan_failover(&view, &detector, &observations, origin, &options);
-    timeline.mark("decide");
-    let (candidate, loss, rpo_zero) = match decision {
-        Decision::Promote { candidate, expected_loss_bytes, rpo_zero, .. } => {
-            let node = replicas.iter().find(|r| r.name == candidate.0).cloned().expect("candidates are replicas");
-            (node, expected_loss_bytes, rpo_zero)
-        }
-        refusal => {
-            let why = match refusal {
-                Decision::Wait(w) => w.to_string(),
-                Decision::Abort(a) => a.to_string(),
-                Decision::NeedsOperator(o) => format!("{o}; FAILOVER SHARD {} FORCE accepts the loss", s.name),
-                Decision::Promote { .. } => unreachable!("handled above"),
-            };
-            return refuse(cluster, &login, report, timeline, &s, &old, &stopped, old_alive, why).await;
+    let mut actions: VecDeque<Action> = machine.handle(Event::Operator(options), clock()).into();
+    let mut old_alive = false;
+    let mut stopped: Vec<PgNode> = Vec::new();
+    let mut operator_reason: Option<String> = None;
+    let record = loop {
+        let Some(action) = actions.pop_front() else {
+            // Nothing to do: the plan waits (for a quorum of standbys, say)
+            // or needs an operator. No newer observation will come in this
+            // run: end it, leaving the shard as the record says.
+            actions.extend(machine.handle(Event::Timeout, clock()));
+            if actions.is_empty() {
+                return Err(ControlError::Failed(format!("the failover of shard {} stalled", s.name)));
+            }
+            continue;
+        };
+        match action {
+            Action::CommitFence { epoch } => {
+                commit(cluster, Change::FenceShard { shard: s.name.clone(), epoch: epoch.0 }).await.map_err(|e| {
+                    match e {
+                        ControlError::Propose(p) if ControlError::lost_race(&p) => ControlError::Busy(format!(
+                            "another failover or switchover of shard {} is under way",
+                            s.name
+                        )),
+                        e => e,
+                    }
+                })?;
+                report.epoch = epoch.0;
+                actions.extend(machine.handle(Event::FenceCommitted, clock()));
+            }
+            Action::StopWalReceivers { .. } => {
+                report.epoch = machine.view().epoch.0;
+                let mut batch = Vec::new();
+                if req.kind != ReportKind::Failover {
+                    // A manual failover may find the old primary alive: stop
+                    // its writes at the source too, and learn its position.
+                    let quick = login.target_within(&old.address, Duration::from_secs(2));
+                    if let Ok(lsn) = postgres::make_read_only(&quick).await {
+                        old_alive = true;
+                        batch.push(Observation {
+                            flush_lsn: Some(lsn),
+                            ..Observation::unreachable(SELF.to_owned(), old.name.clone(), Millis(0))
+                        });
+                    }
+                }
+                if let Some(lsn) = req.last_primary_lsn {
+                    batch.push(Observation {
+                        flush_lsn: Some(Lsn(lsn)),
+                        ..Observation::unreachable(SELF.to_owned(), old.name.clone(), Millis(0))
+                    });
+                }
+                let (observed, ok) = stop_receivers(&login, &s.name, &replicas).await;
+                batch.extend(observed);
+                stopped = ok;
+                extra.mark("stop_receivers");
+                actions.extend(machine.handle(Event::Observed(batch), clock()));
+            }
+            Action::WaitLease { until } => {
+                tokio::time::sleep(Duration::from_millis(until.0.saturating_sub(now_ms()))).await;
+                actions.extend(machine.handle(Event::LeaseWaited, clock()));
+            }
+            Action::NotifyOperator(reason) => {
+                tracing::error!(shard = %s.name, %reason, "failover needs an operator");
+                operator_reason = Some(format!("{reason}; FAILOVER SHARD {} FORCE accepts the loss", s.name));
+            }
+            Action::Promote(node) => {
+                let ok = match replicas.iter().find(|r| r.name == node.0) {
+                    Some(r) => match postgres::promote(&login.target(&r.address)).await {
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::error!(shard = %s.name, node = %node.0, error = %e, "promotion failed");
+                            false
+                        }
+                    },
+                    None => false,
+                };
+                actions.extend(machine.handle(Event::Promoted { ok }, clock()));
+            }
+            Action::CommitPrimary { node, epoch } => {
+                commit(cluster, Change::SetPrimary { shard: s.name.clone(), node: node.0.clone(), epoch: epoch.0 })
+                    .await?;
+                actions.extend(machine.handle(Event::PrimaryCommitted, clock()));
+            }
+            Action::Repoint { primary, .. } => {
+                let new = replicas.iter().find(|r| r.name == primary.0).cloned().expect("the machine promotes replicas");
+                let others: Vec<PgNode> = stopped.iter().filter(|r| r.name != new.name).cloned().collect();
+                repoint(&login, &s.name, s.policy.durability, &new, &others).await;
+                actions.extend(machine.handle(Event::ReplicasRepointed, clock()));
+            }
+            Action::RecordEvent(record) => break record,
         }
     };
 
-    // 5-7. Promote, re-route, re-point.
-    if let Err(e) = postgres::promote(&login.target(&candidate.address)).await {
-        let why = format!("promoting {} failed: {e}", candidate.name);
+    let promoted = match &record.outcome {
+        MachineOutcome::Promoted { .. } => record.new_primary.as_ref().and_then(|n| replicas.iter().find(|r| r.name == n.0)),
+        _ => None,
+    };
+    let Some(new) = promoted.cloned() else {
+        let why = match &record.outcome {
+            MachineOutcome::Refused(reason) => reason.to_string(),
+            MachineOutcome::PromoteFailed(node) => format!("promoting {} failed", node.0),
+            MachineOutcome::TimedOut { waiting: Some(w), .. } => w.to_string(),
+            MachineOutcome::TimedOut { needs_operator: Some(o), .. } => {
+                operator_reason.unwrap_or_else(|| o.to_string())
+            }
+            MachineOutcome::TimedOut { phase, .. } => format!("timed out while {phase:?}"),
+            MachineOutcome::Promoted { .. } => "the promoted node is not a replica of the shard".into(),
+        };
+        let timeline = phases(&record.timeline, extra);
         return refuse(cluster, &login, report, timeline, &s, &old, &stopped, old_alive, why).await;
-    }
-    timeline.mark("promote");
-    commit(cluster, Change::SetPrimary { shard: s.name.clone(), node: candidate.name.clone(), epoch }).await?;
-    timeline.mark("re-route");
-    report.new_primary = Some(candidate.name.clone());
-    let others: Vec<PgNode> = stopped.iter().filter(|r| r.name != candidate.name).cloned().collect();
-    repoint(&login, &s.name, s.policy.durability, &candidate, &others).await;
-    timeline.mark("repoint");
+    };
 
-    // 8. First commit, report.
-    let first = postgres::commit_probe(&login.target(&candidate.address)).await;
-    let first_commit = timeline.mark("first_commit");
+    let first = postgres::commit_probe(&login.target(&new.address)).await;
+    let first_commit = extra.mark("first_commit");
     if let Err(e) = &first {
         tracing::warn!(shard = %s.name, error = %e, "the probe commit on the new primary failed");
     }
-    let began = req.outage_began.unwrap_or(fenced_at);
+    let began = req.outage_began.or(record.timeline.fenced_at.map(|m| m.0)).unwrap_or(first_commit);
+    let (loss, rpo_zero) = (record.expected_loss_bytes, record.rpo_zero);
+    report.new_primary = Some(new.name.clone());
+    report.epoch = record.epoch.0;
     report.rto_ms = first.is_ok().then(|| first_commit.saturating_sub(began));
     report.rpo_bytes = loss.or(rpo_zero.then_some(0));
     if rpo_zero {
@@ -215,9 +245,10 @@ pub(super) async fn run(
         report.rpo_ms = Some(0);
     }
     report.detail = format!(
-        "{} → {} at epoch {epoch}; {}{}",
+        "{} → {} at epoch {}; {}{}",
         old.name,
-        candidate.name,
+        new.name,
+        record.epoch.0,
         match (rpo_zero, loss) {
             (true, _) => "no acknowledged commit lost (a synchronous standby was promoted)".to_owned(),
             (false, Some(bytes)) => format!("up to {bytes} bytes of WAL lost"),
@@ -225,17 +256,68 @@ pub(super) async fn run(
         },
         if req.force { "; forced" } else { "" }
     );
-    report.phases = timeline.0;
+    report.phases = phases(&record.timeline, extra).0;
     tracing::warn!(shard = %s.name, detail = %report.detail, "failover done");
     steps::record(cluster, report).await
 }
 
-/// The shard as the failover core sees it, fenced at `epoch`.
-fn shard_view(s: &Shard, old: &PgNode, replicas: &[PgNode], epoch: u64) -> ShardView {
+/// The machine's clock: Unix milliseconds.
+fn clock() -> Millis {
+    Millis(now_ms())
+}
+
+/// Stop the WAL receivers of `replicas`; what each one's position is now
+/// (unreachable ones as unreachable), and the ones stopped.
+async fn stop_receivers(login: &Login, shard: &str, replicas: &[PgNode]) -> (Vec<Observation>, Vec<PgNode>) {
+    let stops = futures_util::future::join_all(replicas.iter().map(|r| {
+        let t = login.target(&r.address);
+        async move { (r, postgres::stop_wal_receiver(&t).await) }
+    }))
+    .await;
+    let (mut observed, mut stopped) = (Vec::new(), Vec::new());
+    for (r, result) in stops {
+        match result {
+            Ok(st) => {
+                stopped.push(r.clone());
+                observed.push(Observation {
+                    in_recovery: Some(st.in_recovery),
+                    received_lsn: st.receive_lsn,
+                    replayed_lsn: st.replay_lsn,
+                    ..Observation::reachable(SELF.to_owned(), r.name.clone(), Millis(0))
+                });
+            }
+            Err(e) => {
+                tracing::warn!(shard, node = %r.name, error = %e, "replica not stopped; not a candidate");
+                observed.push(Observation::unreachable(SELF.to_owned(), r.name.clone(), Millis(0)));
+            }
+        }
+    }
+    (observed, stopped)
+}
+
+/// The report's phases: the core's timeline and ours, in time order.
+fn phases(t: &MachineTimeline, extra: Timeline) -> Timeline {
+    let mut all = extra.0;
+    let named = [
+        ("detect", t.detected_at),
+        ("fence", t.fenced_at),
+        ("lease_expired", t.lease_waited_at),
+        ("decide", t.decided_at),
+        ("promote", t.promoted_at),
+        ("re-route", t.rerouted_at),
+        ("repoint", t.repointed_at),
+    ];
+    all.extend(named.into_iter().filter_map(|(name, at)| at.map(|at| Phase { name: name.to_owned(), at: at.0 })));
+    all.sort_by_key(|p| p.at);
+    Timeline(all)
+}
+
+/// The shard as the failover core sees it.
+fn shard_view(s: &Shard, old: &PgNode, replicas: &[PgNode]) -> ShardView {
     let sync = s.policy.durability == Durability::Sync;
     ShardView {
         shard: failover::ShardId(s.name.clone()),
-        epoch: failover::Epoch(epoch),
+        epoch: failover::Epoch(s.epoch),
         primary: NodeId(old.name.clone()),
         primary_region: failover::RegionId(old.region.clone()),
         replicas: replicas
@@ -251,7 +333,7 @@ fn shard_view(s: &Shard, old: &PgNode, replicas: &[PgNode], epoch: u64) -> Shard
         durability: if sync { failover::Durability::Sync { k: 1 } } else { failover::Durability::Async },
         max_lag_on_failover: s.policy.max_lag_on_failover,
         failure_timeout_ms: 0,
-        fenced: true,
+        fenced: s.fenced,
     }
 }
 

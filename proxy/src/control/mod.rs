@@ -220,7 +220,7 @@ fn apply_outage(cluster: &Cluster, status: &consensus::Status) {
         Some(o) if now < o.until => {
             let me = cluster.member();
             let until = (me.region == o.region)
-                .then(|| std::time::Instant::now() + Duration::from_millis(o.until.saturating_sub(now)));
+                .then(|| tokio::time::Instant::now() + Duration::from_millis(o.until.saturating_sub(now)));
             let peers = status
                 .members
                 .values()
