@@ -33,8 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRef, State};
-use axum::routing::post;
 use axum::response::IntoResponse;
+use axum::routing::post;
 use axum::{Json, Router};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;

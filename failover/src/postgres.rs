@@ -440,7 +440,8 @@ pub async fn commit_probe(t: &Target) -> Result<(), PgError> {
 /// The value of setting `name` on `t` (`current_setting`).
 pub async fn setting(t: &Target, name: &str) -> Result<String, PgError> {
     let client = connect(t).await?;
-    let rows = rows(&client, t, "reading a setting", &format!("SELECT current_setting({})", quote_literal(name))).await?;
+    let rows =
+        rows(&client, t, "reading a setting", &format!("SELECT current_setting({})", quote_literal(name))).await?;
     Ok(rows.first().and_then(|r| r[0].clone()).unwrap_or_default())
 }
 

@@ -60,7 +60,10 @@ pub async fn failover_bed(write_hold: &str) -> anyhow::Result<(TestBed, tempfile
 
 /// [`failover_bed`] with the primary in `primary_region` (the node and the
 /// replicas are in `local`).
-pub async fn failover_bed_in(write_hold: &str, primary_region: &'static str) -> anyhow::Result<(TestBed, tempfile::TempDir)> {
+pub async fn failover_bed_in(
+    write_hold: &str,
+    primary_region: &'static str,
+) -> anyhow::Result<(TestBed, tempfile::TempDir)> {
     let raft_dir = tempfile::tempdir()?;
     let spec = BedSpec {
         primary_region,

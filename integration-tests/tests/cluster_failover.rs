@@ -280,7 +280,7 @@ fn report(writers: &[Writer], t0: Instant) {
     }
 }
 
-/// Every failure of an allowed kind; the others as text.
+/// Every failure of a kind [`allowed`] does not accept, as text.
 fn unexpected_failures(writers: &[Writer]) -> Vec<String> {
     writers
         .iter()

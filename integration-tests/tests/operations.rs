@@ -58,14 +58,9 @@ async fn a_switchover_under_autocommit_writes_shows_no_errors_and_loses_nothing(
     let server = bed.cluster.server(&new).expect("the new primary is one of ours");
     let missing = result.missing_on(server).await?;
     assert!(missing.is_empty(), "acknowledged writes missing on {new}: {missing:?}");
-    eprintln!(
-        "switchover {old} → {new}: {} writes, longest pause {:?}, 0 errors",
-        result.acked.len(),
-        result.outage()
-    );
+    eprintln!("switchover {old} → {new}: {} writes, longest pause {:?}, 0 errors", result.acked.len(), result.outage());
     // The old primary is managed by the node: it follows the new one.
-    eventually("the old primary streams from the new one", || async { is_streaming_replica(&bed, &old).await })
-        .await?;
+    eventually("the old primary streams from the new one", || async { is_streaming_replica(&bed, &old).await }).await?;
     let failovers = admin_rows(&bed, "SHOW FAILOVERS").await?;
     eprintln!("SHOW FAILOVERS: {failovers:?}");
     let row = failovers.first().expect("a report");
@@ -172,8 +167,7 @@ async fn a_region_outage_drill_fails_the_region_over_and_brings_it_back() -> any
     assert!(row.iter().any(|v| v.as_deref() == Some("t")), "passed: {row:?}");
     // The old primary kept running behind the cut, got no writes, and is
     // back as a replica of the new primary.
-    eventually("the old primary streams from the new one", || async { is_streaming_replica(&bed, &old).await })
-        .await?;
+    eventually("the old primary streams from the new one", || async { is_streaming_replica(&bed, &old).await }).await?;
     let c = bed.connect().await?;
     c.batch_execute("INSERT INTO acked VALUES (424242)").await?;
     let events = admin_rows(&bed, "SHOW EVENTS").await?;

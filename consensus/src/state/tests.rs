@@ -946,10 +946,16 @@ fn an_outage_cuts_a_known_region_off_once_until_it_ends() {
     state.apply(&cmd(Change::AddRegion { name: name("east") })).unwrap();
     let at = cmd(Change::EndOutage).at;
     assert!(state.apply(&cmd(Change::BeginOutage { region: name("mars"), until: at + 1000 })).is_err());
-    assert!(state.apply(&cmd(Change::BeginOutage { region: name("east"), until: at })).is_err(), "ends after it begins");
+    assert!(
+        state.apply(&cmd(Change::BeginOutage { region: name("east"), until: at })).is_err(),
+        "ends after it begins"
+    );
     state.apply(&cmd(Change::BeginOutage { region: name("east"), until: at + 1000 })).unwrap();
     assert_eq!(state.outage.as_ref().map(|o| o.region.as_str()), Some("east"));
-    assert!(state.apply(&cmd(Change::BeginOutage { region: name("east"), until: at + 2000 })).is_err(), "one at a time");
+    assert!(
+        state.apply(&cmd(Change::BeginOutage { region: name("east"), until: at + 2000 })).is_err(),
+        "one at a time"
+    );
     assert!(state.apply(&cmd(Change::EndOutage)).unwrap().changed);
     assert!(state.outage.is_none());
     assert!(!state.apply(&cmd(Change::EndOutage)).unwrap().changed, "idempotent");

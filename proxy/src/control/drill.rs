@@ -179,7 +179,12 @@ pub(super) async fn switchover(
     shard: &str,
     stop: &CancellationToken,
 ) -> Result<Report, ControlError> {
-    let s = cluster.state().shards.get(shard).cloned().ok_or_else(|| ControlError::Unknown(format!("unknown shard {shard}")))?;
+    let s = cluster
+        .state()
+        .shards
+        .get(shard)
+        .cloned()
+        .ok_or_else(|| ControlError::Unknown(format!("unknown shard {shard}")))?;
     let login = Login::of(shared)?;
     let mut timeline = Timeline::default();
     let mut report = Report::new(ReportKind::DrillSwitchover, Some(shard), Some(&s.policy));
@@ -254,7 +259,12 @@ async fn wait_report(cluster: &Cluster, shard: &str, epoch: u64, within: Duratio
 }
 
 /// The acknowledged writes (seq, when) that `address` does not have.
-pub(super) async fn missing(login: &Login, address: &str, drill: i64, acked: &[(i64, u64)]) -> Result<Vec<(i64, u64)>, String> {
+pub(super) async fn missing(
+    login: &Login,
+    address: &str,
+    drill: i64,
+    acked: &[(i64, u64)],
+) -> Result<Vec<(i64, u64)>, String> {
     let t = login.target(address);
     let (host, port) = address.rsplit_once(':').ok_or("bad address")?;
     let mut config = tokio_postgres::Config::new();
@@ -265,10 +275,8 @@ pub(super) async fn missing(login: &Login, address: &str, drill: i64, acked: &[(
     config.connect_timeout(t.timeout);
     let (client, conn) = config.connect(tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
     let conn = tokio::spawn(conn);
-    let rows = client
-        .query("SELECT seq FROM meridian_drill WHERE drill = $1", &[&drill])
-        .await
-        .map_err(|e| e.to_string());
+    let rows =
+        client.query("SELECT seq FROM meridian_drill WHERE drill = $1", &[&drill]).await.map_err(|e| e.to_string());
     drop(client);
     let _ = conn.await;
     let present: std::collections::HashSet<i64> = rows?.iter().map(|r| r.get(0)).collect();
@@ -311,7 +319,12 @@ impl WriterResult {
 impl Writer {
     /// Connect through this node's client listener, make the table, and
     /// start inserting.
-    pub(super) async fn start(shared: &Shared, login: &Login, shard: &str, stop: &CancellationToken) -> Result<Writer, ControlError> {
+    pub(super) async fn start(
+        shared: &Shared,
+        login: &Login,
+        shard: &str,
+        stop: &CancellationToken,
+    ) -> Result<Writer, ControlError> {
         let mut config = tokio_postgres::Config::new();
         let addr = shared.client_addr;
         let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
@@ -375,7 +388,10 @@ impl Writer {
     }
 }
 
-async fn connect(config: &tokio_postgres::Config, setup: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+async fn connect(
+    config: &tokio_postgres::Config,
+    setup: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -432,6 +448,7 @@ fn note_error(seen: &Mutex<Seen>, e: &tokio_postgres::Error) {
     seen.errors += 1;
     if seen.first_error.is_none() {
         let code = e.code().map_or("no SQLSTATE".to_owned(), |c| c.code().to_owned());
-        seen.first_error = Some(format!("{code}: {}", e.as_db_error().map_or(e.to_string(), |d| d.message().to_owned())));
+        seen.first_error =
+            Some(format!("{code}: {}", e.as_db_error().map_or(e.to_string(), |d| d.message().to_owned())));
     }
 }

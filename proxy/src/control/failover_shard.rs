@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use std::collections::VecDeque;
 
-use consensus::state::{Durability, Outcome, Phase, PgNode, Report, ReportKind, Shard};
+use consensus::state::{Durability, Outcome, PgNode, Phase, Report, ReportKind, Shard};
 use consensus::{Change, UnixMillis};
 use failover::postgres;
 use failover::{
@@ -82,9 +82,13 @@ pub(super) async fn run(
     req: Request,
 ) -> Result<Report, ControlError> {
     let state = cluster.state();
-    let s: Shard =
-        state.shards.get(&req.shard).cloned().ok_or_else(|| ControlError::Unknown(format!("unknown shard {}", req.shard)))?;
-    let old_name = s.primary.clone().ok_or_else(|| ControlError::Refused(format!("shard {} has no primary", s.name)))?;
+    let s: Shard = state
+        .shards
+        .get(&req.shard)
+        .cloned()
+        .ok_or_else(|| ControlError::Unknown(format!("unknown shard {}", req.shard)))?;
+    let old_name =
+        s.primary.clone().ok_or_else(|| ControlError::Refused(format!("shard {} has no primary", s.name)))?;
     let old = state
         .nodes
         .get(&old_name)
@@ -135,15 +139,15 @@ pub(super) async fn run(
         };
         match action {
             Action::CommitFence { epoch } => {
-                commit(cluster, Change::FenceShard { shard: s.name.clone(), epoch: epoch.0 }).await.map_err(|e| {
-                    match e {
+                commit(cluster, Change::FenceShard { shard: s.name.clone(), epoch: epoch.0 }).await.map_err(
+                    |e| match e {
                         ControlError::Propose(p) if ControlError::lost_race(&p) => ControlError::Busy(format!(
                             "another failover or switchover of shard {} is under way",
                             s.name
                         )),
                         e => e,
-                    }
-                })?;
+                    },
+                )?;
                 report.epoch = epoch.0;
                 actions.extend(machine.handle(Event::FenceCommitted, clock()));
             }
@@ -201,7 +205,8 @@ pub(super) async fn run(
                 actions.extend(machine.handle(Event::PrimaryCommitted, clock()));
             }
             Action::Repoint { primary, .. } => {
-                let new = replicas.iter().find(|r| r.name == primary.0).cloned().expect("the machine promotes replicas");
+                let new =
+                    replicas.iter().find(|r| r.name == primary.0).cloned().expect("the machine promotes replicas");
                 let others: Vec<PgNode> = stopped.iter().filter(|r| r.name != new.name).cloned().collect();
                 repoint(&login, &s.name, s.policy.durability, &new, &others).await;
                 actions.extend(machine.handle(Event::ReplicasRepointed, clock()));
@@ -211,7 +216,9 @@ pub(super) async fn run(
     };
 
     let promoted = match &record.outcome {
-        MachineOutcome::Promoted { .. } => record.new_primary.as_ref().and_then(|n| replicas.iter().find(|r| r.name == n.0)),
+        MachineOutcome::Promoted { .. } => {
+            record.new_primary.as_ref().and_then(|n| replicas.iter().find(|r| r.name == n.0))
+        }
         _ => None,
     };
     let Some(new) = promoted.cloned() else {

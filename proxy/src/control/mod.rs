@@ -119,7 +119,8 @@ pub(crate) async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>, tracker: Tas
             if failing_over.lock().contains(&shard.name) {
                 continue;
             }
-            let Health::Dead { since, .. } = detector.assess(&observations, &NodeId(primary.to_owned()), timeout_ms, now)
+            let Health::Dead { since, .. } =
+                detector.assess(&observations, &NodeId(primary.to_owned()), timeout_ms, now)
             else {
                 continue;
             };

@@ -52,7 +52,9 @@ pub(super) async fn drill(
         )));
     }
     if !shared.config.load().cluster.as_ref().is_some_and(|c| c.auto_failover) {
-        return Err(ControlError::Refused("cluster.auto_failover is off: nothing would replace the region's primaries".into()));
+        return Err(ControlError::Refused(
+            "cluster.auto_failover is off: nothing would replace the region's primaries".into(),
+        ));
     }
     // Shards whose primary is in the region: they fail over.
     let affected: Vec<(String, String, u64)> = state
@@ -147,11 +149,10 @@ pub(super) async fn drill(
                 tracing::warn!(shard, error = %e, "drill: lost writes not counted");
             }
         }
-        if let Some(f) = state
-            .reports
-            .iter()
-            .rev()
-            .find(|r| r.kind == ReportKind::Failover && r.shard.as_deref() == Some(shard.as_str()) && r.epoch > *epoch)
+        if let Some(f) =
+            state.reports.iter().rev().find(|r| {
+                r.kind == ReportKind::Failover && r.shard.as_deref() == Some(shard.as_str()) && r.epoch > *epoch
+            })
         {
             report.related.push(f.id);
             report.rpo_bytes = Some(report.rpo_bytes.unwrap_or(0) + f.rpo_bytes.unwrap_or(0));

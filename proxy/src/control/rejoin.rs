@@ -32,7 +32,8 @@ pub(super) async fn run(cluster: &Cluster, shared: &Shared, name: &str) -> Resul
             node.state
         )));
     }
-    let shard = state.shards.get(&node.shard).ok_or_else(|| ControlError::Unknown(format!("unknown shard {}", node.shard)))?;
+    let shard =
+        state.shards.get(&node.shard).ok_or_else(|| ControlError::Unknown(format!("unknown shard {}", node.shard)))?;
     let primary = state
         .writable_primary(&shard.name)
         .cloned()
@@ -98,7 +99,12 @@ async fn rewind(
     name: &str,
     primary: &PgNode,
 ) -> Result<Rejoined, ControlError> {
-    let node = cluster.state().nodes.get(name).cloned().ok_or_else(|| ControlError::Unknown(format!("unknown node {name}")))?;
+    let node = cluster
+        .state()
+        .nodes
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ControlError::Unknown(format!("unknown node {name}")))?;
     let upstream = login.upstream(&primary.address, name);
     let rejoined = local
         .rejoin(&upstream, &login.target_within(&node.address, REJOIN_STEP), REJOIN_STEP)

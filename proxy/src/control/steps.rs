@@ -38,7 +38,6 @@ impl Timeline {
         self.0.push(Phase { name: name.to_owned(), at });
         at
     }
-
 }
 
 /// How the control plane logs in to PostgreSQL: the `[health]` user with

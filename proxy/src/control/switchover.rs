@@ -53,7 +53,8 @@ pub(super) async fn run(
     kind: ReportKind,
 ) -> Result<Report, ControlError> {
     let state = cluster.state();
-    let s: Shard = state.shards.get(shard).cloned().ok_or_else(|| ControlError::Unknown(format!("unknown shard {shard}")))?;
+    let s: Shard =
+        state.shards.get(shard).cloned().ok_or_else(|| ControlError::Unknown(format!("unknown shard {shard}")))?;
     if s.fenced {
         return Err(ControlError::Busy(format!("shard {shard} is fenced: a failover or switchover is under way")));
     }
@@ -113,7 +114,8 @@ pub(super) async fn run(
     commit(cluster, Change::SetPrimary { shard: shard.to_owned(), node: target.name.clone(), epoch }).await?;
     timeline.mark("re-route");
     report.new_primary = Some(target.name.clone());
-    let others = live_replicas(&state, shard, &old.name).into_iter().filter(|r| r.name != target.name).collect::<Vec<_>>();
+    let others =
+        live_replicas(&state, shard, &old.name).into_iter().filter(|r| r.name != target.name).collect::<Vec<_>>();
     repoint(&login, shard, s.policy.durability, &target, &others).await;
     timeline.mark("repoint");
     let first = postgres::commit_probe(&login.target(&target.address)).await;
@@ -182,7 +184,9 @@ async fn choose_target(
         .filter_map(|(r, st)| st.ok().filter(|st| st.in_recovery).map(|st| (r, st.wal_position())))
         .max_by_key(|(r, pos)| (*pos, r.region == old.region, r.priority, std::cmp::Reverse(r.name.clone())))
         .map(|(r, _)| r.clone())
-        .ok_or_else(|| ControlError::Refused(format!("shard {} has no replica that answers and may be promoted", s.name)))
+        .ok_or_else(|| {
+            ControlError::Refused(format!("shard {} has no replica that answers and may be promoted", s.name))
+        })
 }
 
 /// The switchover stops before the promotion: the old primary takes writes
@@ -197,9 +201,10 @@ async fn roll_back(
     why: String,
 ) -> Result<Report, ControlError> {
     let writable = postgres::make_writable(&login.target(&old.address)).await;
-    let restored = commit(cluster, Change::SetPrimary { shard: s.name.clone(), node: old.name.clone(), epoch: report.epoch })
-        .await
-        .is_ok();
+    let restored =
+        commit(cluster, Change::SetPrimary { shard: s.name.clone(), node: old.name.clone(), epoch: report.epoch })
+            .await
+            .is_ok();
     timeline.mark("rolled_back");
     report.outcome = Outcome::Aborted;
     report.detail = match (writable, restored) {

@@ -145,9 +145,10 @@ fn foreground(dir: &Path, log_file: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// `--drill`: against the demo running in `dir`, or one started for it.
 fn drill_demo(dir: Option<PathBuf>, kind: drill::DrillKind) -> anyhow::Result<()> {
-    let running = dir.as_deref().and_then(|d| DemoState::read(d).ok().flatten()).filter(|s| {
-        s.status == Status::Ready && state::is_alive(s.pid)
-    });
+    let running = dir
+        .as_deref()
+        .and_then(|d| DemoState::read(d).ok().flatten())
+        .filter(|s| s.status == Status::Ready && state::is_alive(s.pid));
     let (dir, started) = match running {
         Some(state) => (state.dir, false),
         None => (detach(dir)?, true),
@@ -156,8 +157,10 @@ fn drill_demo(dir: Option<PathBuf>, kind: drill::DrillKind) -> anyhow::Result<()
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(drill::run(&state, kind));
     if started {
-        eprintln!("
-Stopping the demo started for the drill...");
+        eprintln!(
+            "
+Stopping the demo started for the drill..."
+        );
         runtime.block_on(stop::stop(&dir))?;
     }
     result
