@@ -39,15 +39,31 @@ pub struct KillRun {
     pub phases: String,
 }
 
-/// The `[cluster]` section of a one-member group with a 1 s failure
-/// timeout.
-fn cluster_section(dir: &std::path::Path, write_hold: &str) -> anyhow::Result<String> {
+/// How fast failures are noticed.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// `health.probe_interval`.
+    pub probe_interval: &'static str,
+    /// `cluster.failure_timeout`.
+    pub failure_timeout: &'static str,
+}
+
+impl Timings {
+    /// What the tests use: fast detection.
+    pub const QUICK: Timings = Timings { probe_interval: "100ms", failure_timeout: "1s" };
+    /// Meridian's defaults (docs/config.md).
+    pub const DEFAULT: Timings = Timings { probe_interval: "500ms", failure_timeout: "2s" };
+}
+
+/// The `[cluster]` section of a one-member group.
+fn cluster_section(dir: &std::path::Path, write_hold: &str, timings: Timings) -> anyhow::Result<String> {
     let port = harness::free_port()?;
     Ok(format!(
-        "[cluster]\nmember_id = 1\nraft_listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nfailure_timeout = \"1s\"\n\
+        "[cluster]\nmember_id = 1\nraft_listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nfailure_timeout = \"{}\"\n\
          write_hold = \"{write_hold}\"\n\n[[cluster.peer]]\nid = 1\nname = \"test\"\nregion = \"local\"\n\
          raft_addr = \"http://127.0.0.1:{port}\"\nclient_addr = \"127.0.0.1:1\"\n",
-        dir.join("raft").display()
+        dir.join("raft").display(),
+        timings.failure_timeout
     ))
 }
 
@@ -55,7 +71,7 @@ fn cluster_section(dir: &std::path::Path, write_hold: &str) -> anyhow::Result<St
 /// (its Raft directory is kept with the bed), once the node routes writes
 /// and table `acked` exists.
 pub async fn failover_bed(write_hold: &str) -> anyhow::Result<(TestBed, tempfile::TempDir)> {
-    failover_bed_in(write_hold, "local").await
+    failover_bed_with(write_hold, "local", Timings::QUICK).await
 }
 
 /// [`failover_bed`] with the primary in `primary_region` (the node and the
@@ -64,13 +80,23 @@ pub async fn failover_bed_in(
     write_hold: &str,
     primary_region: &'static str,
 ) -> anyhow::Result<(TestBed, tempfile::TempDir)> {
+    failover_bed_with(write_hold, primary_region, Timings::QUICK).await
+}
+
+/// [`failover_bed_in`] with `timings`.
+pub async fn failover_bed_with(
+    write_hold: &str,
+    primary_region: &'static str,
+    timings: Timings,
+) -> anyhow::Result<(TestBed, tempfile::TempDir)> {
     let raft_dir = tempfile::tempdir()?;
     let spec = BedSpec {
         primary_region,
+        probe_interval: timings.probe_interval,
         cluster: ClusterSpec::default().with_replicas(2),
         routed: true,
         managed: true,
-        extra_config: cluster_section(raft_dir.path(), write_hold)?,
+        extra_config: cluster_section(raft_dir.path(), write_hold, timings)?,
         ..BedSpec::default()
     };
     let bed = TestBed::start_with(spec).await?;
@@ -214,9 +240,10 @@ async fn write_load(config: tokio_postgres::Config, load: Arc<Load>, stop: tokio
     }
 }
 
-/// Start the bed, kill its primary under writes, and measure.
-pub async fn kill_primary_under_writes() -> anyhow::Result<KillRun> {
-    let (bed, _raft_dir) = failover_bed("10s").await?;
+/// Start the bed with `timings`, kill its primary under writes, and
+/// measure.
+pub async fn kill_primary_under_writes(timings: Timings) -> anyhow::Result<KillRun> {
+    let (bed, _raft_dir) = failover_bed_with("10s", "local", timings).await?;
     let primary = bed.cluster.primary();
     make_sync(&bed).await?;
 

@@ -45,6 +45,8 @@ pub struct BedSpec {
     /// The region of the primary in a routed topology (the others are in
     /// `local`, like the node).
     pub primary_region: &'static str,
+    /// `health.probe_interval` of a routed topology.
+    pub probe_interval: &'static str,
 }
 
 impl Default for BedSpec {
@@ -57,6 +59,7 @@ impl Default for BedSpec {
             routed: false,
             managed: false,
             primary_region: "local",
+            probe_interval: "100ms",
         }
     }
 }
@@ -247,7 +250,7 @@ impl TestBed {
         );
         std::fs::write(dir.path().join("users.toml"), users)?;
         let servers = if spec.routed {
-            routed_topology(&cluster, spec.primary_region)
+            routed_topology(&cluster, spec.primary_region, spec.probe_interval)
         } else {
             format!("[backend]\naddress = \"{}\"\n", cluster.primary().addr())
         };
@@ -290,9 +293,9 @@ impl TestBed {
 
 /// A one-shard `[topology]` of `cluster` (its primary and replicas) with
 /// probes as the app user.
-fn routed_topology(cluster: &PgCluster, primary_region: &str) -> String {
+fn routed_topology(cluster: &PgCluster, primary_region: &str, probe_interval: &str) -> String {
     let mut t = format!(
-        "[health]\nuser = \"{APP_USER}\"\nprobe_interval = \"100ms\"\n\n[topology]\n\n[[topology.shard]]\nname = \"s1\"\n\n"
+        "[health]\nuser = \"{APP_USER}\"\nprobe_interval = \"{probe_interval}\"\n\n[topology]\n\n[[topology.shard]]\nname = \"s1\"\n\n"
     );
     for server in cluster.servers() {
         let (role, region) =

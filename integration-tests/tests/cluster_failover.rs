@@ -203,8 +203,11 @@ async fn write_loop(config: tokio_postgres::Config, node: u64, tally: Arc<Tally>
                 tally.acked.lock().push(Ack { id, started, at, port: port as u16 });
             }
             Ok(Err(e)) => {
-                let kind = match e.code() {
-                    Some(code) => code.code().to_owned(),
+                let kind = match e.as_db_error() {
+                    Some(db) if db.code().code() == "57P01" && db.message().contains("postmaster exit") => {
+                        POSTMASTER_EXIT.to_owned()
+                    }
+                    Some(db) => db.code().code().to_owned(),
                     None => "connection".to_owned(),
                 };
                 if kind == "connection" {
@@ -258,11 +261,20 @@ async fn wait_acked_since(writers: &[&Writer], since: Instant, n: usize, within:
     }
 }
 
+/// The kind of a `57P01` FATAL that the dying primary's own backend sent
+/// ("terminating connection due to unexpected postmaster exit"): the
+/// backend saw its postmaster gone a moment before its own SIGKILL, and
+/// Meridian relays a server's FATAL as it is (`session/lost.rs`) rather
+/// than answering the autocommit write in flight with 08007. Counted
+/// apart so that the runs show how often it happens.
+const POSTMASTER_EXIT: &str = "57P01 (postmaster exit)";
+
 /// Allowed failures: a held write refused (40001), the statement in
-/// flight when its server died (08006, 08007, or the connection closed),
-/// and a reconnect that did not get through.
+/// flight when its server died (08006, 08007, the dying backend's own
+/// FATAL, or the connection closed), and a reconnect that did not get
+/// through.
 fn allowed(kind: &str) -> bool {
-    matches!(kind, "40001" | "08006" | "08007" | "connection" | "connect")
+    matches!(kind, "40001" | "08006" | "08007" | "connection" | "connect") || kind == POSTMASTER_EXIT
 }
 
 /// Print what each writer saw: acks, outage, failures by kind.

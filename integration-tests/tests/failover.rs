@@ -13,7 +13,7 @@ use integration_tests::failover::{admin_rows, failover_bed, kill_primary_under_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_the_primary_under_writes_and_lose_nothing() -> anyhow::Result<()> {
-    let run = kill_primary_under_writes().await?;
+    let run = kill_primary_under_writes(integration_tests::failover::Timings::QUICK).await?;
     eprintln!(
         "failover: {} -> {}; {} writes acknowledged; write outage {:?}; new primary shown {:?} after the kill; \
          {} errors; {}; phases {}",

@@ -5,12 +5,13 @@
 //! continuous writes through Meridian, and records the client-visible
 //! write outage (the longest gap between two acknowledged writes), the time
 //! until the new primary is committed, and the acknowledged writes lost
-//! (RPO). Prints one line per run, then median and worst, and writes a
+//! (RPO). Meridian's default timings unless `--quick`. Prints one line per run, then median and worst, and writes a
 //! markdown table to `--out` when given.
 
 use std::time::Duration;
 
 use clap::Parser;
+use integration_tests::failover::Timings;
 
 #[derive(Parser)]
 struct Args {
@@ -20,6 +21,10 @@ struct Args {
     /// Write the results as markdown here.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// The tests' fast detection (probe every 100 ms, failure_timeout 1 s)
+    /// instead of Meridian's defaults (500 ms, 2 s).
+    #[arg(long)]
+    quick: bool,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -35,12 +40,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let timings = if args.quick { Timings::QUICK } else { Timings::DEFAULT };
     let mut table = String::from(
         "| run | write outage (ms) | new primary committed (ms) | acknowledged | lost | errors | phases |\n| --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let (mut outages, mut promoted, mut lost_total) = (Vec::new(), Vec::new(), 0usize);
     for i in 1..=args.runs {
-        let run = integration_tests::failover::kill_primary_under_writes().await?;
+        let run = integration_tests::failover::kill_primary_under_writes(timings).await?;
         // One row per run: printed as it comes, and kept for the table.
         let cells = [
             format!("{:.0}", ms(run.outage)),
@@ -58,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let worst = outages.iter().copied().fold(0.0, f64::max);
     let summary = format!(
-        "{} runs: write outage median {:.0} ms, worst {worst:.0} ms; new primary median {:.0} ms; acknowledged writes lost: {lost_total}",
+        "{} runs ({timings:?}): write outage median {:.0} ms, worst {worst:.0} ms; new primary median {:.0} ms; acknowledged writes lost: {lost_total}",
         args.runs,
         median(outages.clone()),
         median(promoted)

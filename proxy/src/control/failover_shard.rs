@@ -13,7 +13,9 @@
 //!    ''`), so a primary that is only cut off can no longer have a commit
 //!    acknowledged by them, and their positions stop moving;
 //! 3. wait out the write lease: a node that did not learn of the fence has
-//!    stopped routing writes by then;
+//!    stopped routing writes by then (not needed, and skipped, on a sync
+//!    shard whose standbys have all stopped receiving: the old primary can
+//!    acknowledge no commit any more);
 //! 4. decide (the core's plan): the replica with the highest WAL position (sync standbys, then the old
 //!    primary's region, then priority), refusing a loss above
 //!    `max_lag_on_failover` (async) or a promotion that cannot prove every
@@ -179,7 +181,17 @@ pub(super) async fn run(
                 actions.extend(machine.handle(Event::Observed(batch), clock()));
             }
             Action::WaitLease { until } => {
-                tokio::time::sleep(Duration::from_millis(until.0.saturating_sub(now_ms()))).await;
+                // The lease wait makes sure no node still routes writes to
+                // the old primary that it could acknowledge. On a sync
+                // shard whose standbys have all stopped receiving, it can
+                // acknowledge no commit any more (each needs a standby's
+                // flush): nothing to wait for. FORCE keeps the wait.
+                let all_stopped = !replicas.is_empty() && stopped.len() == replicas.len();
+                if s.policy.durability == Durability::Sync && all_stopped && !req.force {
+                    extra.mark("lease_not_needed");
+                } else {
+                    tokio::time::sleep(Duration::from_millis(until.0.saturating_sub(now_ms()))).await;
+                }
                 actions.extend(machine.handle(Event::LeaseWaited, clock()));
             }
             Action::NotifyOperator(reason) => {
