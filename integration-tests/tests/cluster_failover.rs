@@ -154,6 +154,18 @@ impl Writer {
             .unwrap_or_default()
     }
 
+    /// The longest time between two acknowledged writes both within
+    /// `from..to`, or from `from` to the first ack after it.
+    fn longest_gap_within(&self, from: Instant, to: Instant) -> Duration {
+        let mut last = from;
+        let mut gap = Duration::ZERO;
+        for a in self.acked().iter().filter(|a| a.at >= from && a.at < to) {
+            gap = gap.max(a.at.duration_since(last));
+            last = a.at;
+        }
+        gap
+    }
+
     /// Failures by kind.
     fn failure_counts(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
@@ -580,7 +592,11 @@ async fn a_node_cut_off_during_the_failover_refuses_writes_then_follows_the_new_
 
     // The old primary comes back (crash recovery), with no synchronous
     // standbys, so that a write sent to it would succeed: the cut-off node
-    // still takes it for the primary.
+    // still takes it for the primary. Only once that node's lease has
+    // certainly run out: before, the failover relies on the old primary
+    // needing a (stopped) synchronous standby for every commit, which this
+    // reset takes away.
+    tokio::time::sleep_until(cut + LEASE + Duration::from_millis(500)).await;
     let old_server = c.pg_server(&old)?;
     old_server.start().await?;
     old_server.execute("ALTER SYSTEM RESET synchronous_standby_names").await?;
@@ -608,12 +624,21 @@ async fn a_node_cut_off_during_the_failover_refuses_writes_then_follows_the_new_
     wait_acked_since(&[target_writer], healed, 10, Duration::from_secs(20))
         .await
         .with_context(|| format!("writes through m{target} after the heal"))?;
+    let heal_settled = Instant::now();
     stop_all(&stop, &mut writers).await?;
     let old_rows_end = ids_on(&c, &old).await?.len();
+    // What the heal cost the others (the healed member rejoining may
+    // disturb the leader).
+    let heal_gaps: Vec<String> = writers
+        .iter()
+        .filter(|w| w.node != target)
+        .map(|w| format!("m{}: {:?}", w.node, w.longest_gap_within(healed, heal_settled)))
+        .collect();
 
     eprintln!(
         "healed: m{target} shows {healed_view:?} {learned_after:?} after the heal; {refused_at_old_back} writes \
-         through it failed while the old primary was back"
+         through it failed while the old primary was back; longest gap between the others' acks after the heal \
+         {heal_gaps:?}"
     );
     report(&writers, cut);
     let target_writer = writers.iter().find(|w| w.node == target).expect("a writer per node");
