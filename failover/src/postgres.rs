@@ -316,6 +316,10 @@ pub async fn promote(t: &Target) -> Result<ServerState, PgError> {
             what: "still in recovery after pg_promote".into(),
         });
     }
+    // A former primary that a switchover made read-only and that rejoined
+    // without a rewind keeps that setting in its postgresql.auto.conf: a
+    // primary must take writes.
+    alter_system(&client, t, "clearing default_transaction_read_only", "default_transaction_read_only", "off").await?;
     Ok(state)
 }
 

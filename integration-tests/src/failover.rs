@@ -126,11 +126,14 @@ pub async fn admin_rows(bed: &TestBed, sql: &str) -> anyhow::Result<Vec<Vec<Opti
 
 /// Make shard `s1` synchronous (`ANY 1` of both replicas, RPO target 0).
 pub async fn make_sync(bed: &TestBed) -> anyhow::Result<()> {
+    // The shard first: Meridian then keeps the names in step (and would
+    // clear them on an async shard); setting them here too means commits
+    // are synchronous from now on, whatever the control loop's timing.
+    admin_rows(bed, "ALTER SHARD s1 SET (durability = 'sync', rpo_target = '0s')").await?;
     let primary = bed.cluster.primary();
     let standbys: Vec<String> = bed.cluster.replicas().iter().map(|r| format!("\"{}\"", r.name())).collect();
     primary.execute(&format!("ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 ({})'", standbys.join(", "))).await?;
     primary.execute("SELECT pg_reload_conf()").await?;
-    admin_rows(bed, "ALTER SHARD s1 SET (durability = 'sync', rpo_target = '0s')").await?;
     Ok(())
 }
 

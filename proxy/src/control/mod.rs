@@ -55,6 +55,7 @@ pub(crate) async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>, tracker: Tas
     let failing_over: Arc<parking_lot::Mutex<BTreeSet<String>>> = Arc::default();
     let syncing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut last_sync_check = Millis(0);
+    let mut synced_version = 0;
     // The last WAL position this node saw on each primary: what a failover
     // measures its possible loss against once the primary is gone.
     let mut primary_positions: HashMap<String, u64> = HashMap::new();
@@ -77,10 +78,12 @@ pub(crate) async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>, tracker: Tas
         }
         let now = Millis(origin.elapsed().as_millis() as u64);
         let state = cluster.state();
-        if now.since(last_sync_check) >= SYNC_CHECK_EVERY.as_millis() as u64
-            && !syncing.swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
+        // Every few seconds, and at once after a topology change (a
+        // durability change, a new replica, a ban, a rejoin).
+        let due = now.since(last_sync_check) >= SYNC_CHECK_EVERY.as_millis() as u64 || state.version != synced_version;
+        if due && !syncing.swap(true, std::sync::atomic::Ordering::AcqRel) {
             last_sync_check = now;
+            synced_version = state.version;
             let (shared, state, flag) = (shared.clone(), state.clone(), syncing.clone());
             tracker.spawn(async move {
                 keep_standbys_in_step(&shared, &state).await;

@@ -30,10 +30,13 @@ use super::steps::{self, Login, Timeline, commit, now_ms};
 use crate::cluster::Cluster;
 use crate::node::Shared;
 
-/// How long the region's Meridian nodes stay cut off at most.
-const OUTAGE_LIMIT: Duration = Duration::from_secs(30);
+/// How long the region's Meridian nodes stay cut off at most (they cannot
+/// hear that the drill ended earlier).
+const OUTAGE_LIMIT: Duration = Duration::from_secs(20);
 /// How long the affected shards may take to get writes back.
-const RECOVERY_LIMIT: Duration = Duration::from_secs(25);
+const RECOVERY_LIMIT: Duration = Duration::from_secs(15);
+/// How long a region holding no primary stays cut off.
+const EMPTY_REGION_OUTAGE: Duration = Duration::from_secs(5);
 
 /// `DRILL REGION 'region' OUTAGE`.
 pub(super) async fn drill(
@@ -96,7 +99,8 @@ pub(super) async fn drill(
     }
     timeline.mark("warm_up");
 
-    let until = now_ms() + OUTAGE_LIMIT.as_millis() as u64;
+    let window = if affected.is_empty() { EMPTY_REGION_OUTAGE } else { OUTAGE_LIMIT };
+    let until = now_ms() + window.as_millis() as u64;
     commit(cluster, Change::BeginOutage { region: region.to_owned(), until }).await?;
     let fault_at = timeline.mark("cut_off");
     tracing::warn!(region, shards = ?affected, "drill: region cut off");
@@ -121,6 +125,11 @@ pub(super) async fn drill(
         );
     }
     tokio::time::sleep(drill::COOL_DOWN).await;
+    if affected.is_empty() {
+        // Nothing fails over: the drill is the region's Meridian nodes
+        // being cut off (they lose their lease); it lasts its window.
+        tokio::time::sleep(Duration::from_millis(until.saturating_sub(now_ms()))).await;
+    }
     let mut results = Vec::new();
     for w in writers {
         results.push(w.stop().await);
