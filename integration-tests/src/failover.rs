@@ -250,11 +250,9 @@ pub async fn kill_primary_under_writes(timings: Timings) -> anyhow::Result<KillR
     let primary = bed.cluster.primary();
     make_sync(&bed).await?;
 
-    let load: Arc<Load> = Arc::default();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let writer = tokio::spawn(write_load(bed.config(), load.clone(), stop.clone()));
+    let load = LoadRun::start(bed.config());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    anyhow::ensure!(load.acked.lock().len() > 10, "the load runs before the kill");
+    anyhow::ensure!(load.acknowledged() > 10, "the load runs before the kill");
 
     let killed_at = Instant::now();
     primary.kill().await?;
@@ -269,34 +267,22 @@ pub async fn kill_primary_under_writes(timings: Timings) -> anyhow::Result<KillR
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let promoted_after = killed_at.elapsed();
-    let at_switch = load.acked.lock().len();
-    eventually("writes acknowledged by the new primary", || async { Ok(load.acked.lock().len() > at_switch + 5) })
-        .await?;
-    stop.cancel();
-    writer.await?;
-
-    let acked: Vec<(i64, Instant)> = load.acked.lock().clone();
-    let outage = acked.windows(2).map(|w| w[1].1.duration_since(w[0].1)).max().unwrap_or_default();
+    let at_switch = load.acknowledged();
+    eventually("writes acknowledged by the new primary", || async { Ok(load.acknowledged() > at_switch + 5) }).await?;
+    let result = load.stop().await?;
     let server = bed.cluster.server(&new_primary).ok_or_else(|| anyhow::anyhow!("{new_primary} is not ours"))?;
-    let present: HashSet<i64> = server
-        .query("SELECT id FROM acked")
-        .await?
-        .iter()
-        .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
-        .collect();
-    let lost = acked.iter().map(|(id, _)| *id).filter(|id| !present.contains(id)).collect();
+    let lost = result.missing_on(server).await?;
     // Columns: id, at, actor, kind, shard, node, summary, phases.
     let events = admin_rows(&bed, "SHOW EVENTS").await?;
     let report = events.iter().find(|r| r[3].as_deref() == Some("failover"));
-    let errors = load.errors.lock().clone();
     Ok(KillRun {
         old_primary: primary.name().to_owned(),
         new_primary,
-        acknowledged: acked.len(),
+        acknowledged: result.acked.len(),
         lost,
-        outage,
+        outage: result.outage(),
         promoted_after,
-        errors,
+        errors: result.errors,
         summary: report.and_then(|r| r[6].clone()).unwrap_or_default(),
         phases: report.and_then(|r| r[7].clone()).unwrap_or_default(),
     })
