@@ -437,3 +437,34 @@ async fn detached_demo_serves_clients_and_stop_ends_every_process() -> anyhow::R
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("demo.json"), "{}", text(&nothing));
     Ok(())
 }
+
+/// `meridian demo --drill failover` with no demo running: it starts one,
+/// kills shard s1's primary for real, prints the drill's report, and stops
+/// the demo again.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_drill_failover_prints_a_passing_report() -> anyhow::Result<()> {
+    let bin = meridian_bin()?;
+    let dir = tempfile::tempdir()?;
+    let _stop = StopOnDrop { bin: bin.clone(), dir: dir.path().to_owned() };
+    let out = meridian(&bin, &["demo", "--drill", "failover"], dir.path(), STARTUP_TIMEOUT + STOP_TIMEOUT).await?;
+    let printed = text(&out);
+    eprintln!("{printed}");
+    anyhow::ensure!(out.status.success(), "demo --drill failover failed: {printed}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(name).map(|v| v.trim().to_owned()))
+            .with_context(|| format!("no {name} in the report:\n{stdout}"))
+    };
+    assert_eq!(field("kind")?, "drill failover");
+    assert_eq!(field("outcome")?, "completed");
+    assert_eq!(field("rpo_commits")?, "0", "sync shard: nothing acknowledged is lost");
+    let rto: u64 = field("rto_ms")?.parse()?;
+    assert!(rto > 0, "a real outage was measured");
+    assert!(stdout.contains("fault") && stdout.contains("writes_back"), "phases: {stdout}");
+    // The demo it started is stopped again.
+    let state = DemoState::read(dir.path())?.context("demo.json")?;
+    assert_eq!(state.status, Status::Stopped);
+    Ok(())
+}

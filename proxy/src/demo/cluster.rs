@@ -54,7 +54,32 @@ impl Shards {
             start_shard(dir, index, binaries).await.with_context(|| format!("starting shard {}", shard.name))
         });
         let clusters = futures_util::future::try_join_all(starts).await?;
-        Ok(Shards { clusters, binaries: binaries.clone() })
+        let shards = Shards { clusters, binaries: binaries.clone() };
+        shards.stream_under_topology_names().await?;
+        Ok(shards)
+    }
+
+    /// Each replica streams with `application_name` = its name in the
+    /// topology (`s1-replica-eu-west`, not the harness's `s1-replica-1`):
+    /// the name `synchronous_standby_names` lists, which Meridian keeps at
+    /// `ANY 1 (...)` of the replicas' topology names for a sync shard.
+    async fn stream_under_topology_names(&self) -> anyhow::Result<()> {
+        for Server { place, pg } in self.servers() {
+            if pg.role() != harness::Role::Replica {
+                continue;
+            }
+            let conninfo = pg.query_value("SELECT current_setting('primary_conninfo')").await?.unwrap_or_default();
+            let renamed: Vec<String> = conninfo
+                .split_whitespace()
+                .filter(|kv| !kv.starts_with("application_name="))
+                .map(str::to_owned)
+                .chain(std::iter::once(format!("application_name={}", place.name)))
+                .collect();
+            let sql = format!("ALTER SYSTEM SET primary_conninfo = '{}'", renamed.join(" ").replace('\'', "''"));
+            pg.execute(&sql).await.with_context(|| format!("renaming {}'s stream", place.name))?;
+            pg.execute("SELECT pg_reload_conf()").await?;
+        }
+        Ok(())
     }
 
     /// Where `pg_ctl`, `pg_rewind` and `postgres` are.

@@ -105,6 +105,10 @@ pub async fn run(dir: &Path, log_file: Option<PathBuf>) -> anyhow::Result<()> {
         nodes.stop(Sig::SIGINT).await;
         return fail(dir, &mut state, Some(shards), e).await;
     }
+    if let Err(e) = make_shards_sync(&state).await {
+        nodes.stop(Sig::SIGINT).await;
+        return fail(dir, &mut state, Some(shards), e).await;
+    }
 
     state.status = Status::Ready;
     state.postgres_servers = cluster::describe(&shards, Some(&network));
@@ -219,6 +223,26 @@ async fn clean_previous_run(dir: &Path) -> anyhow::Result<()> {
             Err(e) => return Err(e).with_context(|| format!("removing the previous demo's {}", old.display())),
         }
     }
+    Ok(())
+}
+
+/// Both shards synchronous with an RPO target of zero, through the first
+/// node's admin console: a failover (or a drill) loses no acknowledged
+/// commit. Meridian then keeps each primary's `synchronous_standby_names`
+/// at `ANY 1` of its replicas.
+async fn make_shards_sync(state: &DemoState) -> anyhow::Result<()> {
+    let node = state.meridian_nodes.first().context("no Meridian node")?;
+    let url = node.admin_url.clone().unwrap_or_else(|| super::admin_url(&node.client_url));
+    let mut config: tokio_postgres::Config = url.parse().context("parsing the admin URL")?;
+    config.connect_timeout(Duration::from_secs(5)).application_name("meridian-demo-setup");
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.context("connecting to the admin console")?;
+    let driver = tokio::spawn(connection);
+    for shard in super::layout::SHARDS {
+        let sql = format!("ALTER SHARD {} SET (durability = 'sync', rpo_target = '0s')", shard.name);
+        client.simple_query(&sql).await.with_context(|| sql.clone())?;
+    }
+    drop(client);
+    let _ = driver.await;
     Ok(())
 }
 
