@@ -441,6 +441,14 @@ pub async fn commit_probe(t: &Target) -> Result<(), PgError> {
     Ok(())
 }
 
+/// The `application_name`s of the standbys streaming from the primary `t`.
+pub async fn streaming_standbys(t: &Target) -> Result<Vec<String>, PgError> {
+    let client = connect(t).await?;
+    let sql = "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'";
+    let rows = rows(&client, t, "listing streaming standbys", sql).await?;
+    Ok(rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect())
+}
+
 /// The value of setting `name` on `t` (`current_setting`).
 pub async fn setting(t: &Target, name: &str) -> Result<String, PgError> {
     let client = connect(t).await?;

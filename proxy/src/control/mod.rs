@@ -190,6 +190,9 @@ async fn keep_standbys_in_step(shared: &Shared, state: &consensus::TopologyState
             Durability::Async => String::new(),
         };
         let t = login.target_within(&primary.address, Duration::from_secs(2));
+        if shard.policy.durability == Durability::Sync && !want.is_empty() {
+            warn_if_no_standby_streams(&t, &shard.name, &primary.name, &want).await;
+        }
         match failover::postgres::setting(&t, "synchronous_standby_names").await {
             Ok(have) if have == want => {}
             Ok(have) => {
@@ -210,6 +213,23 @@ async fn keep_standbys_in_step(shared: &Shared, state: &consensus::TopologyState
             }
             Err(e) => tracing::debug!(shard = %shard.name, error = %e, "synchronous standbys not checked"),
         }
+    }
+}
+
+/// A sync shard whose primary has no standby streaming under a listed name
+/// takes no commit: say so loudly (a replica streaming under another
+/// `application_name` than its node name is the usual cause).
+async fn warn_if_no_standby_streams(t: &failover::postgres::Target, shard: &str, primary: &str, want: &str) {
+    let Ok(streaming) = failover::postgres::streaming_standbys(t).await else { return };
+    if !streaming.iter().any(|name| want.contains(&format!("\"{}\"", name.replace('"', "\"\"")))) {
+        tracing::error!(
+            shard,
+            primary,
+            standbys = %want,
+            streaming = ?streaming,
+            "no synchronous standby streams from the primary under its node name: commits wait; check each \
+             replica's primary_conninfo application_name"
+        );
     }
 }
 
