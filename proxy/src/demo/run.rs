@@ -235,7 +235,8 @@ async fn make_shards_sync(state: &DemoState) -> anyhow::Result<()> {
     let url = node.admin_url.clone().unwrap_or_else(|| super::admin_url(&node.client_url));
     let mut config: tokio_postgres::Config = url.parse().context("parsing the admin URL")?;
     config.connect_timeout(Duration::from_secs(5)).application_name("meridian-demo-setup");
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.context("connecting to the admin console")?;
+    let (client, connection) =
+        config.connect(tokio_postgres::NoTls).await.context("connecting to the admin console")?;
     let driver = tokio::spawn(connection);
     for shard in super::layout::SHARDS {
         let sql = format!("ALTER SHARD {} SET (durability = 'sync', rpo_target = '0s')", shard.name);
