@@ -7,6 +7,7 @@
 //! [`ServerConn::applied`], so a connection can serve any client of its pool.
 
 use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -317,8 +318,37 @@ pub struct ServerState {
     pub applied: BTreeMap<String, String>,
     /// Values the server reported in ParameterStatus messages.
     pub reported: BTreeMap<String, String>,
-    /// Ids of the prepared statements that exist on this connection.
-    pub prepared: HashSet<u64>,
+    /// Ids of the prepared statements that exist on this connection
+    /// (looked up at every Bind under transaction pooling).
+    pub prepared: HashSet<u64, BuildHasherDefault<IdHasher>>,
+    /// `applied` equals the settings of the client params with this stamp
+    /// (`ClientParams::generation`; 0: unknown). Whoever changes `applied`
+    /// sets it, or resets it to 0.
+    pub synced: u64,
+}
+
+/// Hasher for statement ids ([`crate::session::prepared::Statement::id`]):
+/// they are small sequential numbers we hand out, not input an attacker
+/// picks, so a multiplicative mix is enough and SipHash's cost is not.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: spreads sequential ids over the high bits,
+        // which hashbrown uses for its control bytes.
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 impl ServerState {

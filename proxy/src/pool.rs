@@ -193,7 +193,7 @@ impl Pool {
         let Some(rx) = rx else { return Some(self.open(&cfg).await) };
         self.stats.waits.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let got = tokio::time::timeout(cfg.checkout_timeout, rx).await;
+        let got = tokio::time::timeout_at(started + cfg.checkout_timeout, rx).await;
         self.stats.wait_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         Some(match got {
             Ok(Ok(Handoff::Conn(conn))) => Ok(conn),
@@ -237,8 +237,9 @@ impl Pool {
     /// Give back a clean, idle connection.
     pub fn checkin(&self, mut conn: ServerConn) {
         let cfg = self.config.load();
-        conn.last_used = Instant::now();
-        if conn.created.elapsed() >= cfg.max_lifetime {
+        let now = Instant::now();
+        conn.last_used = now;
+        if now.duration_since(conn.created) >= cfg.max_lifetime {
             return self.discard(conn);
         }
         let mut st = self.state.lock();
@@ -348,6 +349,10 @@ impl Pool {
 }
 
 fn take_idle(st: &mut State, client_id: u64, cfg: &PoolConfig) -> Option<ServerConn> {
+    if st.idle.is_empty() {
+        return None;
+    }
+    let now = Instant::now();
     loop {
         // The client's own last connection if it is idle (its settings,
         // statements and sequence state are there); else the one idle the
@@ -357,7 +362,7 @@ fn take_idle(st: &mut State, client_id: u64, cfg: &PoolConfig) -> Option<ServerC
             return None;
         }
         let conn = st.idle.remove(pos);
-        if conn.created.elapsed() < cfg.max_lifetime && still_open(&conn) {
+        if now.duration_since(conn.created) < cfg.max_lifetime && still_open(&conn, now) {
             return Some(conn);
         }
         st.total -= 1;
@@ -368,8 +373,8 @@ fn take_idle(st: &mut State, client_id: u64, cfg: &PoolConfig) -> Option<ServerC
 /// Idle for a while? Then make sure the server has not closed it meanwhile
 /// (restart, `pg_terminate_backend`, idle_session_timeout): an idle
 /// connection has nothing to read, so readable means closed or dying.
-fn still_open(conn: &ServerConn) -> bool {
-    if conn.last_used.elapsed() < STALE_CHECK_AFTER {
+fn still_open(conn: &ServerConn, now: Instant) -> bool {
+    if now.duration_since(conn.last_used) < STALE_CHECK_AFTER {
         return true;
     }
     let mut probe = [0u8; 1];

@@ -96,6 +96,11 @@ struct Args {
     /// TOKIO_WORKER_THREADS set to this, to compare runtime settings side by side.
     #[arg(long)]
     alt_meridian_workers: Option<usize>,
+    /// Add a fourth target, `meridian-alt`: this other meridian binary (e.g.
+    /// a copy of the build before a change), to compare two builds side by
+    /// side in the same interleaved rounds.
+    #[arg(long, conflicts_with_all = ["alt_meridian_workers", "routed"])]
+    alt_meridian: Option<PathBuf>,
     /// Record `perf record -F 999 [-g]` of the proxy process during every
     /// proxy run into this directory (perf-<target>-<workload>-r<round>.data).
     #[arg(long)]
@@ -185,6 +190,9 @@ struct RunResult {
     first_error: Option<String>,
     exit_ok: bool,
     proxy_cpu_s: Option<f64>,
+    /// The user-space part of `proxy_cpu_s` (utime): what the proxy's own
+    /// code costs, apart from the kernel's work for its system calls.
+    proxy_user_s: Option<f64>,
     host_busy_pct: Option<f64>,
     /// `perf stat` counts for the proxy process during the run.
     counters: BTreeMap<String, u64>,
@@ -193,6 +201,11 @@ struct RunResult {
 impl RunResult {
     fn cpu_us_per_txn(&self) -> Option<f64> {
         let cpu = self.proxy_cpu_s?;
+        (self.txns > 0).then(|| cpu * 1e6 / self.txns as f64)
+    }
+
+    fn user_us_per_txn(&self) -> Option<f64> {
+        let cpu = self.proxy_user_s?;
         (self.txns > 0).then(|| cpu * 1e6 / self.txns as f64)
     }
 }
@@ -241,7 +254,8 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         command_first_line(&pgbouncer, &["--version"]),
         git_rev(),
     );
-    let n_targets = if args.alt_meridian_workers.is_some() || args.routed { 4 } else { 3 };
+    let n_targets =
+        if args.alt_meridian_workers.is_some() || args.routed || args.alt_meridian.is_some() { 4 } else { 3 };
     let est_runs = rounds * loads.len() * n_targets;
     let est_secs = est_runs as u64 * (duration + 2) + if loads.is_empty() { 0 } else { 3 * 3 + 30 };
     eprintln!(
@@ -332,7 +346,18 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
                     args.meridian_workers,
                 )?)
             }
-            (None, false) => None,
+            (None, false) => match &args.alt_meridian {
+                Some(bin) => Some(start_meridian(
+                    bin,
+                    work.path(),
+                    "meridian-alt",
+                    &backend,
+                    args.pool_size,
+                    1000,
+                    args.meridian_workers,
+                )?),
+                None => None,
+            },
         };
         let mut targets = vec![
             Target { kind: TargetKind::Direct, port: pg_port, pid: None },
@@ -349,6 +374,9 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         }
         if let Some(w) = args.alt_meridian_workers {
             writeln!(report, "- meridian-alt: a second Meridian with TOKIO_WORKER_THREADS={w}")?;
+        }
+        if let Some(bin) = &args.alt_meridian {
+            writeln!(report, "- meridian-alt: the meridian binary {}", bin.display())?;
         }
         if args.routed {
             writeln!(
@@ -417,13 +445,14 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
                     };
                     let r = run_pgbench(&pgbench, t, w, duration, clk_tck, Some(&perf));
                     eprintln!(
-                        "[round {}/{rounds}] {:<32} {:>9}: {:>9} tps  lat {:>7} ms  cpu {:>6} µs/txn  busy {:>3}%  failed {} aborted {}{}",
+                        "[round {}/{rounds}] {:<32} {:>9}: {:>9} tps  lat {:>7} ms  cpu {:>6} µs/txn (user {:>5})  busy {:>3}%  failed {} aborted {}{}",
                         round + 1,
                         w.name(),
                         t.kind.label(),
                         fmt_opt(r.tps, 0),
                         fmt_opt(r.latency_ms, 3),
                         fmt_opt(r.cpu_us_per_txn(), 1),
+                        fmt_opt(r.user_us_per_txn(), 1),
                         fmt_opt(r.host_busy_pct, 0),
                         r.failed_txns,
                         r.aborted_clients,
@@ -608,8 +637,9 @@ fn run_pgbench(
         }
         Err(e) => RunResult { first_error: Some(format!("cannot run pgbench: {e}")), ..Default::default() },
     };
-    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
-        r.proxy_cpu_s = Some((b - a) as f64 / clk_tck);
+    if let (Some((ua, sa)), Some((ub, sb))) = (cpu_before, cpu_after) {
+        r.proxy_cpu_s = Some(((ub + sb) - (ua + sa)) as f64 / clk_tck);
+        r.proxy_user_s = Some((ub - ua) as f64 / clk_tck);
     }
     if let Some(file) = perf.and_then(|p| p.stat.as_ref()).filter(|_| t.pid.is_some()) {
         r.counters = parse_perf_stat(&std::fs::read_to_string(file).unwrap_or_default());
@@ -1164,15 +1194,15 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// utime + stime of a process, in clock ticks.
-fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+/// (utime, stime) of a process, in clock ticks.
+fn proc_cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After "pid (comm)": state is field 3, utime 14, stime 15 (1-based).
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 fn proc_threads(pid: u32) -> Option<u64> {

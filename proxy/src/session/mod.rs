@@ -56,12 +56,24 @@ pub(crate) struct Session<S> {
     /// When bytes last went to a routed server with no answer yet: the
     /// first answer's delay is a query round trip for the server's RTT.
     sent_at: Option<Instant>,
+    /// The last read from the client while attached filled all the room it
+    /// had: read in large chunks (COPY IN, pipelines) until one does not.
+    client_bulk: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(crate) fn new(client: S, cbuf: BytesMut, server: Option<ServerConn>, st: State) -> Self {
         // Buffers grow on first use: most clients are idle most of the time.
-        Session { client, cbuf, cout: BytesMut::new(), sout: BytesMut::new(), server, st, sent_at: None }
+        Session {
+            client,
+            cbuf,
+            cout: BytesMut::new(),
+            sout: BytesMut::new(),
+            server,
+            st,
+            sent_at: None,
+            client_bulk: false,
+        }
     }
 
     /// Serve the client until it leaves, fails, or shutdown ends the session.
@@ -94,6 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return self.st.pool.discard(conn);
             }
             conn.state.applied.clear();
+            conn.state.synced = 0;
             conn.state.prepared.clear();
         }
         self.st.pool.checkin(conn);
@@ -253,16 +266,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if let Some(c) = &self.st.client {
                 c.observe(!self.st.pending.is_empty(), self.st.tx_status);
             }
-            room(&mut self.cbuf, READ_CHUNK);
+            // A client's requests are small: a chunk that fits what an idle
+            // client keeps, so the buffer is not given back and allocated
+            // again at every transaction; a client whose last read filled
+            // its room (COPY IN, big batches) gets the large chunk.
+            room(&mut self.cbuf, if self.client_bulk { READ_CHUNK } else { KEEP_IDLE });
+            let client_room = self.cbuf.capacity() - self.cbuf.len();
             room(&mut server.rbuf, READ_CHUNK);
             // cancel safety: both reads are read_buf on sockets, the timer
             // and the token are cancel safe.
             tokio::select! {
                 r = self.client.read_buf(&mut self.cbuf) => {
-                    if r? == 0 {
+                    let n = r?;
+                    if n == 0 {
                         return Ok(());
                     }
-                    last_activity = Instant::now();
+                    self.client_bulk = n >= client_room;
+                    if idle_tx_timeout.is_some() {
+                        last_activity = Instant::now();
+                    }
                 }
                 r = server.stream.read_buf(&mut server.rbuf) => {
                     let lost = match r {
@@ -418,9 +440,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let timeout = connect_timeout(&self.st);
         let server = self.server.as_mut().expect("resync runs attached");
         if let Some(sql) = self.st.params.sync_sql(&server.state.applied) {
+            server.state.synced = 0;
             server.run_quiet(&sql, timeout).await?;
             server.state.applied = self.st.params.desired().clone();
         }
+        self.st.params.stamp(&mut server.state);
         Ok(())
     }
 
@@ -565,11 +589,18 @@ pub(crate) async fn sync_settings(
     let mut attempt = 1;
     loop {
         conn.last_client = client_id;
-        let Some(sql) = params.sync_sql(&conn.state.applied) else { return Ok(conn) };
+        if params.synced_on(&conn.state) {
+            return Ok(conn);
+        }
+        let Some(sql) = params.sync_sql(&conn.state.applied) else {
+            params.stamp(&mut conn.state);
+            return Ok(conn);
+        };
         tracing::trace!(client = client_id, server_pid = conn.backend_pid, %sql, "applying the client's settings");
         match conn.run_quiet(&sql, timeout).await {
             Ok(()) => {
                 conn.state.applied = params.desired().clone();
+                params.stamp(&mut conn.state);
                 return Ok(conn);
             }
             Err(e) => {

@@ -12,6 +12,7 @@
 //! rolls back is forgotten, as PostgreSQL forgets it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::collections::VecDeque;
 
@@ -97,6 +98,17 @@ pub struct ClientParams {
     failed: bool,
     /// `meridian.*` startup settings: Meridian's own, never sent to a server.
     pub meridian: Vec<(String, String)>,
+    /// Process-unique stamp of `desired`, renewed whenever it changes (0:
+    /// none yet). A connection stamped with it ([`ServerState::synced`])
+    /// needs no comparison of the maps at checkout.
+    generation: u64,
+}
+
+/// Source of [`ClientParams::generation`] stamps.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    NEXT_GENERATION.fetch_add(1, Ordering::Relaxed)
 }
 
 impl ClientParams {
@@ -124,7 +136,13 @@ impl ClientParams {
                 startup.insert(k.to_ascii_lowercase(), set_config_sql(k, v));
             }
         }
-        Ok(ClientParams { desired: startup.clone(), startup, meridian, ..Default::default() })
+        Ok(ClientParams {
+            desired: startup.clone(),
+            startup,
+            meridian,
+            generation: next_generation(),
+            ..Default::default()
+        })
     }
 
     /// A `BEGIN` answered by the proxy itself (sent on later).
@@ -242,6 +260,9 @@ impl ClientParams {
     }
 
     fn apply(&mut self, change: Change, server: &mut ServerState) {
+        // Both maps change: neither stamp holds any more.
+        self.generation = next_generation();
+        server.synced = 0;
         // SET/RESET SESSION AUTHORIZATION also resets the role to NONE.
         if let Change::Set { name, .. } | Change::Reset { name } = &change
             && name == "session_authorization"
@@ -322,6 +343,17 @@ impl ClientParams {
     /// The settings as applied after a successful sync.
     pub fn desired(&self) -> &BTreeMap<String, String> {
         &self.desired
+    }
+
+    /// Does `server` carry exactly these settings, by its stamp? `false`
+    /// means "compare" ([`ClientParams::sync_sql`]), not "differs".
+    pub fn synced_on(&self, server: &ServerState) -> bool {
+        self.generation != 0 && server.synced == self.generation
+    }
+
+    /// `server` now carries exactly these settings.
+    pub fn stamp(&self, server: &mut ServerState) {
+        server.synced = self.generation;
     }
 }
 

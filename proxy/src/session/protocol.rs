@@ -487,14 +487,16 @@ impl State {
         let mut goodbye = false;
         // With routing, one request at a time between transactions: the
         // next one may belong on another server.
-        let one_request = self.routing(&self.topology());
+        // Worked out only when it matters (a second request behind one in
+        // flight), not for every batch: it reads the topology.
+        let mut one_request = None;
         let mut done = 0;
         for m in it.by_ref() {
             let (at, h) = m?;
-            if one_request
-                && self.tx_status == b'I'
+            if self.tx_status == b'I'
                 && !matches!(h.tag, b'd' | b'c' | b'f' | b'H')
                 && self.request_in_flight()
+                && *one_request.get_or_insert_with(|| self.routing(&self.topology()))
             {
                 break;
             }
@@ -679,12 +681,16 @@ impl State {
     ) -> Result<(), Error> {
         let (name, rest) = cstr(body).ok_or_else(|| malformed("Parse"))?;
         let (sql, _) = cstr(rest).ok_or_else(|| malformed("Parse"))?;
-        let affects = router::may_affect_session(sql);
+        // A client that re-parses the same unnamed statement (`-M extended`,
+        // most drivers' unprepared queries) gets the pre-checks of last time:
+        // they depend on the text alone.
+        let same_unnamed = name.is_empty() && self.unnamed_sql.as_bytes() == sql;
+        let affects = if same_unnamed { self.unnamed_affects } else { router::may_affect_session(sql) };
         if affects {
             // Pins count at Parse; settings when executed (Bind/Execute).
             self.pin_statements(&String::from_utf8_lossy(sql));
         }
-        if name.is_empty() {
+        if name.is_empty() && !same_unnamed {
             self.unnamed_sql.clear();
             self.unnamed_sql.push_str(&String::from_utf8_lossy(sql));
             self.unnamed_affects = affects;
