@@ -362,6 +362,13 @@ impl State {
                 }
             }
             b'E' => {
+                if is_fatal(body) && is_server_crash(body) && self.transaction_mode && self.pinned.is_none() {
+                    // The server is going down under us (its postmaster
+                    // died or restarts after a crash): what the client
+                    // learns is decided by the loss of the connection that
+                    // follows ([`lost`]), as if it had vanished silently.
+                    return Verdict::Drop;
+                }
                 self.params.on_error();
                 self.copy_in = false;
                 if is_fatal(body) {
@@ -891,6 +898,32 @@ fn starts_with_word(sql: &[u8], word: &[u8]) -> bool {
     sql.get(start..start + word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word))
 }
 
+/// Is this ErrorResponse the server going down rather than ending this
+/// session: `57P02` (another process crashed; the postmaster restarts
+/// every backend), or `57P01` for a postmaster that died ("terminating
+/// connection due to unexpected postmaster exit", untranslated servers).
+/// An administrator's `57P01` (`pg_terminate_backend`, a shutdown) is not.
+fn is_server_crash(body: &[u8]) -> bool {
+    let (mut code, mut message, mut rest) = (None, None, body);
+    while let Some((&kind, tail)) = rest.split_first() {
+        let Some((value, after)) = cstr(tail).filter(|_| kind != 0) else { break };
+        match kind {
+            b'C' => code = Some(value),
+            b'M' => message = Some(value),
+            _ => {}
+        }
+        rest = after;
+    }
+    match code {
+        Some(b"57P02") => true,
+        Some(b"57P01") => {
+            const POSTMASTER_DIED: &[u8] = b"unexpected postmaster exit";
+            message.is_some_and(|m| m.windows(POSTMASTER_DIED.len()).any(|w| w == POSTMASTER_DIED))
+        }
+        _ => false,
+    }
+}
+
 /// Is this ErrorResponse body a FATAL (or PANIC) one: the server ends
 /// the connection after it?
 fn is_fatal(body: &[u8]) -> bool {
@@ -915,6 +948,16 @@ fn malformed(what: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_going_down_is_told_apart_from_an_administrator() {
+        let err = |code: &str, message: &str| format!("SFATAL\0VFATAL\0C{code}\0M{message}\0\0").into_bytes();
+        assert!(is_server_crash(&err("57P01", "terminating connection due to unexpected postmaster exit")));
+        assert!(is_server_crash(&err("57P02", "terminating connection because of crash of another server process")));
+        assert!(!is_server_crash(&err("57P01", "terminating connection due to administrator command")));
+        assert!(!is_server_crash(&err("40001", "could not serialize access")));
+        assert!(!is_server_crash(b""));
+    }
 
     #[test]
     fn a_fatal_error_from_the_server_is_told_apart() {
