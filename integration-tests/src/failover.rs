@@ -46,13 +46,17 @@ pub struct Timings {
     pub probe_interval: &'static str,
     /// `cluster.failure_timeout`.
     pub failure_timeout: &'static str,
+    /// `cluster.auto_failover`.
+    pub auto_failover: bool,
 }
 
 impl Timings {
     /// What the tests use: fast detection.
-    pub const QUICK: Timings = Timings { probe_interval: "100ms", failure_timeout: "1s" };
+    pub const QUICK: Timings = Timings { probe_interval: "100ms", failure_timeout: "1s", auto_failover: true };
     /// Meridian's defaults (docs/config.md).
-    pub const DEFAULT: Timings = Timings { probe_interval: "500ms", failure_timeout: "2s" };
+    pub const DEFAULT: Timings = Timings { probe_interval: "500ms", failure_timeout: "2s", auto_failover: true };
+    /// Quick, and nothing fails over on its own.
+    pub const MANUAL: Timings = Timings { auto_failover: false, ..Timings::QUICK };
 }
 
 /// The `[cluster]` section of a one-member group.
@@ -60,10 +64,12 @@ fn cluster_section(dir: &std::path::Path, write_hold: &str, timings: Timings) ->
     let port = harness::free_port()?;
     Ok(format!(
         "[cluster]\nmember_id = 1\nraft_listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nfailure_timeout = \"{}\"\n\
+         auto_failover = {}\n\
          write_hold = \"{write_hold}\"\n\n[[cluster.peer]]\nid = 1\nname = \"test\"\nregion = \"local\"\n\
          raft_addr = \"http://127.0.0.1:{port}\"\nclient_addr = \"127.0.0.1:1\"\n",
         dir.join("raft").display(),
-        timings.failure_timeout
+        timings.failure_timeout,
+        timings.auto_failover
     ))
 }
 

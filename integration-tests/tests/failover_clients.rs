@@ -208,3 +208,36 @@ async fn a_commit_in_flight_is_reported_unknown_never_success() -> anyhow::Resul
     assert_eq!(ids(&bed, &new).await?, ["11", "12", "21", "31"]);
     Ok(())
 }
+
+/// A write whose primary cannot be reached, on a node where nothing fails
+/// over (`auto_failover = false`): it waits `write_hold`, is refused with
+/// `40001` (nothing was sent), and the session carries on; inside a held
+/// `BEGIN` the transaction is aborted until `ROLLBACK`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_primary_is_gone_is_refused_and_the_session_stays() -> anyhow::Result<()> {
+    use integration_tests::failover::{Timings, failover_bed_with};
+    let (bed, _raft) = failover_bed_with("1s", "local", Timings::MANUAL).await?;
+    let c = bed.connect().await?;
+    c.batch_execute("INSERT INTO acked VALUES (1)").await?;
+    bed.cluster.primary().kill().await?;
+
+    let started = Instant::now();
+    let e = c.batch_execute("INSERT INTO acked VALUES (2)").await.expect_err("no primary");
+    assert_eq!(sqlstate(&e).as_deref(), Some("40001"), "{e}");
+    eprintln!("refused after {:?}: {e}", started.elapsed());
+    assert!(!c.is_closed(), "the session stays");
+    let e = c.execute("INSERT INTO acked VALUES ($1)", &[&3i64]).await.expect_err("no primary");
+    assert_eq!(sqlstate(&e).as_deref(), Some("40001"), "extended protocol: {e}");
+    // Reads still work (the replicas are up).
+    c.simple_query("SELECT 1").await?;
+    // In a transaction: BEGIN is held by Meridian, the write fails, the
+    // transaction is aborted until ROLLBACK.
+    c.batch_execute("BEGIN").await?;
+    let e = c.batch_execute("INSERT INTO acked VALUES (4)").await.expect_err("no primary");
+    assert_eq!(sqlstate(&e).as_deref(), Some("40001"), "{e}");
+    let e = c.simple_query("SELECT 1").await.expect_err("aborted");
+    assert_eq!(sqlstate(&e).as_deref(), Some("25P02"), "{e}");
+    c.batch_execute("ROLLBACK").await?;
+    c.simple_query("SELECT 1").await?;
+    Ok(())
+}

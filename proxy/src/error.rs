@@ -128,12 +128,15 @@ pub enum ServerGone {
     /// A later statement of a transaction already reported lost: `25P02`,
     /// as PostgreSQL answers in an aborted transaction.
     InFailedTransaction,
+    /// The request was never sent: its primary could not be reached and no
+    /// new one was published within `cluster.write_hold`. `40001`.
+    Unreachable,
 }
 
 impl ClientError for ServerGone {
     fn sqlstate(&self) -> SqlState {
         match self {
-            ServerGone::RolledBack => SqlState::T_R_SERIALIZATION_FAILURE,
+            ServerGone::RolledBack | ServerGone::Unreachable => SqlState::T_R_SERIALIZATION_FAILURE,
             ServerGone::CommitUnknown => SqlState::TRANSACTION_RESOLUTION_UNKNOWN,
             ServerGone::InFailedTransaction => SqlState::IN_FAILED_SQL_TRANSACTION,
         }
@@ -153,6 +156,9 @@ impl ClientError for ServerGone {
             ServerGone::InFailedTransaction => {
                 "current transaction is aborted, commands ignored until end of transaction block".into()
             }
+            ServerGone::Unreachable => "meridian: the shard's primary cannot be reached and no new primary was \
+                                        published in time (a failover may be under way); nothing was sent: retry"
+                .into(),
         }
     }
 }

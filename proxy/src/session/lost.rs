@@ -287,6 +287,13 @@ const NO_PARAMS_NO_DATA: [u8; 12] = [b't', 0, 0, 0, 6, 0, 0, b'n', 0, 0, 0, 4];
 const NO_DATA: [u8; 5] = [b'n', 0, 0, 0, 4];
 
 impl Aborted {
+    /// A request that was never sent is refused with `gone`: inside a
+    /// transaction block (`block`) the transaction is aborted from then on,
+    /// else only that request fails.
+    pub(crate) fn refusing(gone: ServerGone, block: bool) -> Aborted {
+        Aborted { owed: Some(gone), block, ..Aborted::default() }
+    }
+
     /// The ReadyForQuery status the client is in.
     pub(crate) fn status(&self) -> u8 {
         if self.block { b'E' } else { b'I' }
@@ -307,7 +314,8 @@ impl Aborted {
                     (None, owed) => {
                         write_error(out, Severity::Error, &owed.unwrap_or(ServerGone::InFailedTransaction));
                         messages::ready_for_query(out, self.status());
-                        return true;
+                        // Outside a block the failed request was all.
+                        return self.block;
                     }
                 }
                 messages::ready_for_query(out, b'I');
@@ -412,6 +420,32 @@ mod tests {
         ] {
             assert_eq!(ends(sql.as_bytes()), want, "{sql}");
         }
+    }
+
+    #[test]
+    fn a_request_never_sent_fails_alone_outside_a_block() {
+        let mut out = BytesMut::new();
+        let mut a = Aborted::refusing(ServerGone::Unreachable, false);
+        assert!(!a.on_message(Msg::Query("INSERT INTO t VALUES (1)"), &mut out), "only that request");
+        assert!(out.windows(5).any(|w| w == b"40001"));
+        assert_eq!(out.last(), Some(&b'I'));
+
+        // Extended: the batch fails, the Sync ends the state.
+        let mut out = BytesMut::new();
+        let mut a = Aborted::refusing(ServerGone::Unreachable, false);
+        assert!(a.on_message(Msg::Parse(None, true), &mut out));
+        assert!(a.on_message(Msg::Bind(Stmt::Unnamed), &mut out));
+        assert!(a.on_message(Msg::Execute, &mut out));
+        assert!(!a.on_message(Msg::Sync, &mut out));
+        assert_eq!(out.windows(5).filter(|w| *w == b"40001").count(), 1);
+
+        // In a block (a held BEGIN answered by us): aborted until ROLLBACK.
+        let mut out = BytesMut::new();
+        let mut a = Aborted::refusing(ServerGone::Unreachable, true);
+        assert!(a.on_message(Msg::Query("INSERT INTO t VALUES (1)"), &mut out));
+        assert!(a.on_message(Msg::Query("SELECT 1"), &mut out));
+        assert!(out.windows(5).any(|w| w == b"25P02"));
+        assert!(!a.on_message(Msg::Query("ROLLBACK"), &mut out));
     }
 
     #[test]

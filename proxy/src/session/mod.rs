@@ -179,10 +179,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                                     // reached: it may be failing over. Nothing
                                     // was sent; wait (bounded) for the topology
                                     // to move on, then route the request again.
-                                    if t.nodes[node].role == router::topology::Role::Primary
+                                    let primary = t.nodes[node].role == router::topology::Role::Primary
                                         && self.st.route.planned_error.is_none()
-                                        && self.wait_for_new_topology(t.version).await
-                                    {
+                                        && self.st.shared.cluster.is_some();
+                                    if primary && self.wait_for_new_topology(t.version).await {
+                                        continue;
+                                    }
+                                    if primary && self.st.survives_server_loss() {
+                                        // No new primary in time: refuse
+                                        // this request (never sent) with
+                                        // 40001; the session stays.
+                                        tracing::warn!(shard = %t.shards[shard].name, error = %e,
+                                            "primary unreachable and no new one published; request refused");
+                                        self.st.refuse_unsent(crate::error::ServerGone::Unreachable);
                                         continue;
                                     }
                                     return Err(e);

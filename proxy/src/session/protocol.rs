@@ -801,6 +801,20 @@ impl State {
         d
     }
 
+    /// The next request, not sent, is answered with `gone` by us
+    /// ([`lost::Aborted::refusing`]); inside a transaction block (a held
+    /// BEGIN) the transaction is aborted.
+    pub(crate) fn refuse_unsent(&mut self, gone: crate::error::ServerGone) {
+        let block = self.tx_status != b'I';
+        if block {
+            self.route.deferred_begin = None;
+            self.params.on_lost();
+        }
+        let aborted = lost::Aborted::refusing(gone, block);
+        self.tx_status = aborted.status();
+        self.lost = Some(aborted);
+    }
+
     /// Answer the complete messages at the front of `cbuf` while a lost
     /// transaction is played; returns the bytes consumed. Stops before a
     /// Terminate and after the message that ends the state (what follows
