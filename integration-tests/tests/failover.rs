@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use integration_tests::eventually;
 use integration_tests::failover::{admin_rows, failover_bed, kill_primary_under_writes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,10 +60,33 @@ async fn lagging_replicas_are_not_promoted_silently() -> anyhow::Result<()> {
         r.execute("ALTER SYSTEM SET primary_conninfo = ''").await?;
         r.execute("SELECT pg_reload_conf()").await?;
     }
+    // The WAL receivers stop a moment after the reload: only then does
+    // the primary's next write leave the replicas behind.
+    for r in bed.cluster.replicas() {
+        eventually("the replica's WAL receiver stopped", || async {
+            Ok(r.query_value("SELECT count(*)::text FROM pg_stat_wal_receiver").await?.as_deref() == Some("0"))
+        })
+        .await?;
+    }
     let app = bed.connect().await?;
     app.batch_execute("INSERT INTO acked SELECT g, repeat('x', 1000) FROM generate_series(1, 2000) g").await?;
-    // The probes (every 100 ms) see the primary's new position.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Meridian's probes (every 100 ms) see the primary's new position:
+    // SHOW NODES (column 7, lsn) shows what they saw.
+    let lsn = |text: &str| {
+        text.split_once('/')
+            .and_then(|(hi, lo)| Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?))
+    };
+    let written = bed.cluster.primary().query_value("SELECT pg_current_wal_lsn()::text").await?.unwrap_or_default();
+    let written = lsn(&written).expect("an LSN");
+    let primary_name = bed.cluster.primary().name().to_owned();
+    eventually("Meridian's probes see the primary's position after the insert", || async {
+        let nodes = admin_rows(&bed, "SHOW NODES").await?;
+        let seen = nodes.iter().find(|n| n[0].as_deref() == Some(primary_name.as_str())).and_then(|n| n[7].clone());
+        Ok(seen.as_deref().and_then(lsn).is_some_and(|l| l >= written))
+    })
+    .await?;
+    // And the control loop (same interval) has noted it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let old = bed.cluster.primary().name().to_owned();
     bed.cluster.primary().kill().await?;
 
