@@ -268,3 +268,68 @@ mod tests {
         );
     }
 }
+
+/// The words of `sql` (runs of ASCII letters, digits and `_`) in one pass
+/// over the bytes, each with whether it may be the first word of a
+/// statement: it opens the text or follows a `;`, or the text holds a
+/// comment anywhere (which can hide where a statement starts, so then
+/// every word may be first). Strings and quoted identifiers are not
+/// skipped: the cheap pre-checks that use this treat a hit as "maybe".
+pub fn scan_words(sql: &[u8]) -> ScanWords<'_> {
+    let comments = sql.windows(2).any(|w| w == b"--" || w == b"/*");
+    ScanWords { sql, at: 0, at_start: true, comments }
+}
+
+/// See [`scan_words`].
+pub struct ScanWords<'a> {
+    sql: &'a [u8],
+    at: usize,
+    at_start: bool,
+    comments: bool,
+}
+
+impl<'a> Iterator for ScanWords<'a> {
+    /// A word and whether it may start a statement.
+    type Item = (&'a [u8], bool);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let sql = self.sql;
+        while self.at < sql.len() && !is_word(sql[self.at]) {
+            self.at_start |= sql[self.at] == b';';
+            self.at += 1;
+        }
+        if self.at >= sql.len() {
+            return None;
+        }
+        let start = self.at;
+        while self.at < sql.len() && is_word(sql[self.at]) {
+            self.at += 1;
+        }
+        let first = std::mem::replace(&mut self.at_start, false) || self.comments;
+        Some((&sql[start..self.at], first))
+    }
+}
+
+#[cfg(test)]
+mod scan_words_tests {
+    use super::scan_words;
+
+    #[test]
+    fn words_and_statement_starts() {
+        let got: Vec<(&[u8], bool)> = scan_words(b"SET x = 1; update t set y=2").collect();
+        let want: [(&[u8], bool); 8] = [
+            (b"SET", true),
+            (b"x", false),
+            (b"1", false),
+            (b"update", true),
+            (b"t", false),
+            (b"set", false),
+            (b"y", false),
+            (b"2", false),
+        ];
+        assert_eq!(got, want);
+        assert!(scan_words(b"/* c */ select 1; x").all(|(_, first)| first), "a comment: every word may be first");
+        assert_eq!(scan_words(b" ;; ").count(), 0);
+    }
+}

@@ -72,23 +72,7 @@ pub fn may_affect_session(sql: &[u8]) -> bool {
     const FIRST: &[&[u8]] =
         &[b"set", b"reset", b"discard", b"deallocate", b"listen", b"load", b"prepare", b"declare", b"do"];
     const ANYWHERE: &[&[u8]] = &[b"temp", b"temporary", b"pg_temp", b"set_config"];
-    // A comment can hide where a statement starts: then every word may be first.
-    let comments = sql.windows(2).any(|w| w == b"--" || w == b"/*");
-    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let mut at_start = true;
-    let mut i = 0;
-    while i < sql.len() {
-        if !is_word(sql[i]) {
-            at_start |= sql[i] == b';';
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < sql.len() && is_word(sql[i]) {
-            i += 1;
-        }
-        let w = &sql[start..i];
-        let first = std::mem::replace(&mut at_start, false) || comments;
+    for (w, first) in crate::lex::scan_words(sql) {
         if first && FIRST.iter().any(|k| k.eq_ignore_ascii_case(w)) {
             return true;
         }

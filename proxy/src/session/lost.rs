@@ -65,25 +65,11 @@ pub(crate) enum Ends {
 /// transaction. One pass over the bytes; statements are told apart by `;`
 /// (with a comment anywhere, every word counts as a statement's first).
 pub(crate) fn ends(sql: &[u8]) -> Ends {
-    let comments = sql.windows(2).any(|w| w == b"--" || w == b"/*");
-    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let is = |w: &[u8], k: &[u8]| w.eq_ignore_ascii_case(k);
-    let mut at_start = true;
     let mut first: Option<&[u8]> = None;
     let mut statements = 0;
-    let mut i = 0;
-    while i < sql.len() {
-        if !is_word(sql[i]) {
-            at_start |= sql[i] == b';';
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < sql.len() && is_word(sql[i]) {
-            i += 1;
-        }
-        let w = &sql[start..i];
-        if std::mem::replace(&mut at_start, false) || comments {
+    for (w, starts) in router::lex::scan_words(sql) {
+        if starts {
             if is(w, b"commit") || is(w, b"end") || is(w, b"prepare") {
                 return Ends::MayCommit;
             }
