@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use integration_tests::failover::{admin_rows, failover_bed};
+use integration_tests::failover::{admin_rows, failover_bed, make_sync};
 use integration_tests::{TestBed, eventually, patiently, sqlstate};
 use tokio::time::Instant;
 
@@ -144,11 +144,12 @@ async fn a_transaction_on_the_dead_primary_is_retryable_and_the_client_stays() -
 async fn a_commit_in_flight_is_reported_unknown_never_success() -> anyhow::Result<()> {
     let (bed, _raft) = failover_bed("10s").await?;
     // Synchronous replication with no standby answering: every commit
-    // that wrote waits on the primary until it dies.
+    // that wrote waits on the primary until it dies. The shard is made
+    // sync through Meridian, not only on the server: on an async shard the
+    // control loop clears `synchronous_standby_names` within 5 s (CI once
+    // caught it doing so here, and no commit waited).
+    make_sync(&bed).await?;
     let primary = bed.cluster.primary();
-    let standbys: Vec<String> = bed.cluster.replicas().iter().map(|r| format!("\"{}\"", r.name())).collect();
-    primary.execute(&format!("ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 ({})'", standbys.join(", "))).await?;
-    primary.execute("SELECT pg_reload_conf()").await?;
     for r in bed.cluster.replicas() {
         r.execute("ALTER SYSTEM SET primary_conninfo = ''").await?;
         r.execute("SELECT pg_reload_conf()").await?;
