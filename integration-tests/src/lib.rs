@@ -47,6 +47,9 @@ pub struct BedSpec {
     pub primary_region: &'static str,
     /// `health.probe_interval` of a routed topology.
     pub probe_interval: &'static str,
+    /// Give Meridian each server's Unix-domain socket (`/socket/dir:port`)
+    /// instead of its TCP address.
+    pub over_unix: bool,
 }
 
 impl Default for BedSpec {
@@ -60,6 +63,7 @@ impl Default for BedSpec {
             managed: false,
             primary_region: "local",
             probe_interval: "100ms",
+            over_unix: false,
         }
     }
 }
@@ -250,9 +254,9 @@ impl TestBed {
         );
         std::fs::write(dir.path().join("users.toml"), users)?;
         let servers = if spec.routed {
-            routed_topology(&cluster, spec.primary_region, spec.probe_interval)
+            routed_topology(&cluster, &spec)
         } else {
-            format!("[backend]\naddress = \"{}\"\n", cluster.primary().addr())
+            format!("[backend]\naddress = \"{}\"\n", server_address(cluster.primary(), spec.over_unix))
         };
         let managed: String = if spec.managed {
             cluster
@@ -293,20 +297,30 @@ impl TestBed {
 
 /// A one-shard `[topology]` of `cluster` (its primary and replicas) with
 /// probes as the app user.
-fn routed_topology(cluster: &PgCluster, primary_region: &str, probe_interval: &str) -> String {
+fn routed_topology(cluster: &PgCluster, spec: &BedSpec) -> String {
+    let probe_interval = spec.probe_interval;
     let mut t = format!(
         "[health]\nuser = \"{APP_USER}\"\nprobe_interval = \"{probe_interval}\"\n\n[topology]\n\n[[topology.shard]]\nname = \"s1\"\n\n"
     );
     for server in cluster.servers() {
-        let (role, region) =
-            if server.name() == cluster.primary().name() { ("primary", primary_region) } else { ("replica", "local") };
+        let (role, region) = if server.name() == cluster.primary().name() {
+            ("primary", spec.primary_region)
+        } else {
+            ("replica", "local")
+        };
         t.push_str(&format!(
             "[[topology.node]]\nname = \"{}\"\naddress = \"{}\"\nshard = \"s1\"\nregion = \"{region}\"\nrole = \"{role}\"\n\n",
             server.name(),
-            server.addr()
+            server_address(server, spec.over_unix)
         ));
     }
     t
+}
+
+/// How Meridian's config names `server`: `host:port`, or its socket
+/// directory and port.
+fn server_address(server: &harness::PgServer, over_unix: bool) -> String {
+    if over_unix { format!("{}:{}", server.socket_dir().display(), server.port()) } else { server.addr().to_string() }
 }
 
 /// A tokio-postgres client whose connection is driven by a task that

@@ -188,6 +188,11 @@ fn test_pki() -> anyhow::Result<TestPki> {
 
 /// A bed with TLS in `mode`, and a client config that trusts its CA.
 async fn tls_bed(mode: &str) -> anyhow::Result<(TestBed, rustls::ClientConfig)> {
+    tls_bed_listening(mode, String::new()).await
+}
+
+/// [`tls_bed`] with extra `[listen]` keys.
+async fn tls_bed_listening(mode: &str, listen: String) -> anyhow::Result<(TestBed, rustls::ClientConfig)> {
     let pki = test_pki()?;
     let bed = TestBed::start_custom(
         BedSpec {
@@ -199,7 +204,7 @@ async fn tls_bed(mode: &str) -> anyhow::Result<(TestBed, rustls::ClientConfig)> 
                 ("server.crt".into(), pki.cert_pem.into_bytes()),
                 ("server.key".into(), pki.key_pem.into_bytes()),
             ],
-            ..BedExtras::default()
+            listen,
         },
     )
     .await?;
@@ -367,5 +372,46 @@ async fn tls_key_exchange_is_x25519mlkem768() -> anyhow::Result<()> {
     let mut raw = RawConn::new(stream);
     raw.login(&app_startup(), APP_PASSWORD).await?;
     assert_eq!(raw.simple_query("SELECT 6").await?.value(), Some("6"));
+    Ok(())
+}
+
+/// The local socket (`listen.unix_socket_dir`): SCRAM login, queries and a
+/// cancel over it. `tls.mode = 'require'` does not apply there (the bytes
+/// never leave the host, and PostgreSQL offers no TLS on its socket
+/// either); a wrong password is refused as over TCP. The socket file goes
+/// when the node stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_socket_logs_in_like_tcp_without_tls() -> anyhow::Result<()> {
+    let socket_dir = tempfile::tempdir()?;
+    let listen = format!("unix_socket_dir = \"{}\"", socket_dir.path().display());
+    let (mut bed, _tls) = tls_bed_listening("require", listen).await?;
+    let socket = socket_dir.path().join(format!(".s.PGSQL.{}", bed.addr.port()));
+    assert!(socket.exists(), "no socket at {}", socket.display());
+    let mut config = tokio_postgres::Config::new();
+    config.host_path(socket_dir.path()).port(bed.addr.port()).user(APP_USER).password(APP_PASSWORD).dbname("postgres");
+    assert_eq!(login_and_query(&config).await?, APP_USER);
+
+    let mut wrong = config.clone();
+    wrong.password("not the password");
+    let e = wrong.connect(NoTls).await.err().context("a wrong password was accepted")?;
+    assert_eq!(sqlstate(&e), Some("28P01"), "{e}");
+
+    let (client, conn) = config.connect(NoTls).await?;
+    tokio::spawn(conn);
+    let token = client.cancel_token();
+    let running = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60) /* local-cancel */").await });
+    integration_tests::eventually("pg_sleep running", || async {
+        let n = bed
+            .direct_value("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%local-cancel%' AND state = 'active' AND pid <> pg_backend_pid()")
+            .await?;
+        Ok(n.as_deref() == Some("1"))
+    })
+    .await?;
+    token.cancel_query(NoTls).await?;
+    let e = integration_tests::patiently("the cancelled query", running).await??.err().context("not cancelled")?;
+    assert_eq!(sqlstate(&e), Some("57014"), "{e}");
+
+    bed.shutdown().await;
+    assert!(!socket.exists(), "the socket file outlived the node");
     Ok(())
 }

@@ -1078,3 +1078,53 @@ async fn many_clients_see_only_their_own_settings() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Servers given by their Unix-domain socket (`/socket/dir:port`): queries,
+/// the extended protocol, a cancel, and the health probes that make the
+/// replica serve reads all go over the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_over_unix_sockets() -> anyhow::Result<()> {
+    let bed = TestBed::start_with(BedSpec {
+        cluster: harness::ClusterSpec::default().with_replicas(1),
+        routed: true,
+        over_unix: true,
+        ..BedSpec::default()
+    })
+    .await?;
+    let client = bed.connect().await?;
+    client.batch_execute("CREATE TABLE over_unix (id int8 PRIMARY KEY)").await?;
+    client.execute("INSERT INTO over_unix VALUES ($1)", &[&7i64]).await?;
+    // A server connection over a Unix socket has no server address.
+    let row = client.query_one("SELECT inet_server_addr() IS NULL, pg_is_in_recovery()", &[]).await?;
+    assert!(row.get::<_, bool>(0), "the primary's connection is not a Unix socket");
+    // The replica is probed over its socket too: once it is known healthy
+    // and caught up, reads go there.
+    eventually("a read served by the replica", || async {
+        let row = client.query_one("SELECT inet_server_addr() IS NULL, pg_is_in_recovery()", &[]).await?;
+        Ok(row.get::<_, bool>(0) && row.get::<_, bool>(1))
+    })
+    .await?;
+
+    let token = client.cancel_token();
+    let running = tokio::spawn(async move {
+        let r = client.simple_query("SELECT pg_sleep(60) /* cancel-over-unix */").await;
+        (r.map(|_| ()), client)
+    });
+    eventually("pg_sleep running", || async {
+        let n = bed
+            .cluster
+            .replicas()
+            .first()
+            .context("a replica")?
+            .query_value("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%cancel-over-unix%' AND state = 'active' AND pid <> pg_backend_pid()")
+            .await?;
+        Ok(n.as_deref() == Some("1"))
+    })
+    .await?;
+    token.cancel_query(NoTls).await?;
+    let (result, client) = patiently("the cancelled query", running).await??;
+    let err = result.err().context("the cancelled query succeeded")?;
+    assert_eq!(sqlstate(&err), Some("57014"), "{err}");
+    assert_eq!(client.query_one("SELECT count(*) FROM over_unix", &[]).await?.get::<_, i64>(0), 1);
+    Ok(())
+}

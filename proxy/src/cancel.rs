@@ -5,21 +5,20 @@
 //! connection has nothing to cancel and is dropped, as PostgreSQL would.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
+use crate::backend::ServerAddr;
 use crate::wire::messages::cancel_request;
 
 /// Where a cancel for a client goes right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelTarget {
-    pub addr: SocketAddr,
+    pub addr: Arc<ServerAddr>,
     pub pid: i32,
     pub key: i32,
 }
@@ -86,14 +85,14 @@ impl CancelRegistry {
         if slot.key != key {
             return None;
         }
-        *slot.target.lock()
+        slot.target.lock().clone()
     }
 }
 
 /// Send a CancelRequest to a server.
-pub async fn forward(target: CancelTarget) -> std::io::Result<()> {
+pub async fn forward(target: &CancelTarget) -> std::io::Result<()> {
     let send = async {
-        let mut s = TcpStream::connect(target.addr).await?;
+        let mut s = target.addr.connect().await?;
         s.write_all(&cancel_request(target.pid, target.key)).await?;
         s.shutdown().await
     };
@@ -111,8 +110,9 @@ mod tests {
         let reg = Arc::new(CancelRegistry::default());
         let h = reg.register();
         assert_eq!(reg.target(h.pid, h.key()), None);
-        let t = CancelTarget { addr: "127.0.0.1:5432".parse().unwrap(), pid: 42, key: 7 };
-        h.set_target(Some(t));
+        let addr = Arc::new(ServerAddr::parse("127.0.0.1:5432").unwrap());
+        let t = CancelTarget { addr, pid: 42, key: 7 };
+        h.set_target(Some(t.clone()));
         assert_eq!(reg.target(h.pid, h.key()), Some(t));
         assert_eq!(reg.target(h.pid, h.key().wrapping_add(1)), None);
         h.set_target(None);

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::admin::AdminSession;
 use crate::auth::{AuthError, Credential, PoolMode, ScramExchange, User, md5};
@@ -42,11 +42,29 @@ const MAX_AUTH_MESSAGE: usize = 8192;
 /// TLS record content type "handshake": the first byte of a direct TLS hello.
 const TLS_HANDSHAKE: u8 = 0x16;
 
+/// An accepted client connection.
+pub(crate) enum Accepted {
+    Tcp(TcpStream),
+    /// On the node's Unix-domain socket (`crate::local_socket`).
+    Local(UnixStream),
+}
+
 /// Serve one accepted client connection to the end.
-pub(crate) async fn serve_client(stream: TcpStream, shared: Arc<Shared>) {
+pub(crate) async fn serve_client(stream: Accepted, shared: Arc<Shared>) {
     let timeout = shared.config.load().listen.startup_timeout;
-    let peer = stream.peer_addr().ok();
-    let session = match tokio::time::timeout(timeout, negotiate(stream, peer, shared.clone())).await {
+    let ready = async {
+        match stream {
+            Accepted::Tcp(tcp) => {
+                let peer = tcp.peer_addr().ok();
+                negotiate(tcp, peer, shared.clone()).await
+            }
+            Accepted::Local(unix) => match plain_startup(unix, None, None, shared.clone()).await? {
+                Plain::LoggedIn(s) => Ok(s.map(Ready::Local)),
+                Plain::StartTls(..) => unreachable!("TLS is not offered on the local socket"),
+            },
+        }
+    };
+    let session = match tokio::time::timeout(timeout, ready).await {
         Ok(Ok(Some(s))) => s,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -73,11 +91,12 @@ fn log_ended(e: &Error) {
     }
 }
 
-/// A client session ready to run, over plain TCP or TLS.
+/// A client session ready to run, over plain TCP, TLS or the local socket.
 #[allow(clippy::large_enum_variant)] // one per client, moved once
 pub(crate) enum Ready {
     Plain(LoggedIn<TcpStream>),
     Tls(Box<LoggedIn<tokio_rustls::server::TlsStream<TcpStream>>>),
+    Local(LoggedIn<UnixStream>),
 }
 
 impl Ready {
@@ -85,6 +104,7 @@ impl Ready {
         match self {
             Ready::Plain(s) => s.run().await,
             Ready::Tls(s) => s.run().await,
+            Ready::Local(s) => s.run().await,
         }
     }
 }
@@ -113,7 +133,7 @@ enum Admitted {
     Admin { client: ClientGuard, cancel: crate::cancel::CancelHandle },
 }
 
-async fn negotiate(mut tcp: TcpStream, peer: Option<SocketAddr>, shared: Arc<Shared>) -> Result<Option<Ready>, Error> {
+async fn negotiate(tcp: TcpStream, peer: Option<SocketAddr>, shared: Arc<Shared>) -> Result<Option<Ready>, Error> {
     let tls = shared.tls.load_full();
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await? == 0 {
@@ -130,20 +150,51 @@ async fn negotiate(mut tcp: TcpStream, peer: Option<SocketAddr>, shared: Arc<Sha
         }
         return after_tls(stream, peer, shared).await.map(|s| s.map(|s| Ready::Tls(Box::new(s))));
     }
+    match plain_startup(tcp, tls.as_ref().as_ref(), peer, shared.clone()).await? {
+        Plain::LoggedIn(s) => Ok(s.map(Ready::Plain)),
+        Plain::StartTls(tcp, acceptor) => {
+            let stream = acceptor.accept(tcp).await.map_err(Error::TlsHandshake)?;
+            after_tls(stream, peer, shared).await.map(|s| s.map(|s| Ready::Tls(Box::new(s))))
+        }
+    }
+}
+
+/// How the unencrypted start of a connection ended.
+#[allow(clippy::large_enum_variant)] // one per client, moved once
+enum Plain<S> {
+    LoggedIn(Option<LoggedIn<S>>),
+    /// The client asked for TLS and was told yes ('S'): the handshake is next.
+    StartTls(S, tokio_rustls::TlsAcceptor),
+}
+
+/// The startup packets of an unencrypted connection: SSLRequest (answered
+/// 'S' when `tls` is offered, else 'N'), GSSENCRequest ('N'),
+/// CancelRequest, then StartupMessage and login. `tls` is `None` on the
+/// local socket, where `tls.mode = 'require'` does not apply either.
+async fn plain_startup<S>(
+    mut stream: S,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+    peer: Option<SocketAddr>,
+    shared: Arc<Shared>,
+) -> Result<Plain<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let local = peer.is_none();
     let mut buf = BytesMut::with_capacity(1024);
     loop {
-        let packet = match read_startup(&mut tcp, &mut buf).await {
+        let packet = match read_startup(&mut stream, &mut buf).await {
             Ok(p) => p,
             Err(e) => {
-                fail(&mut tcp, &e).await;
+                fail(&mut stream, &e).await;
                 return Err(e);
             }
         };
         match packet {
-            None => return Ok(None),
+            None => return Ok(Plain::LoggedIn(None)),
             Some(StartupPacket::SslRequest) => {
-                let Some(acceptor) = tls.as_ref() else {
-                    tcp.write_all(b"N").await?;
+                let Some(acceptor) = tls else {
+                    stream.write_all(b"N").await?;
                     continue;
                 };
                 if !buf.is_empty() {
@@ -151,23 +202,20 @@ async fn negotiate(mut tcp: TcpStream, peer: Option<SocketAddr>, shared: Arc<Sha
                     // by a man in the middle (CVE-2021-23222).
                     return Err(Error::Protocol("unencrypted data after SSL request".into()));
                 }
-                tcp.write_all(b"S").await?;
-                let stream = acceptor.accept(tcp).await.map_err(Error::TlsHandshake)?;
-                return after_tls(stream, peer, shared).await.map(|s| s.map(|s| Ready::Tls(Box::new(s))));
+                stream.write_all(b"S").await?;
+                return Ok(Plain::StartTls(stream, acceptor.clone()));
             }
-            Some(StartupPacket::GssEncRequest) => tcp.write_all(b"N").await?,
+            Some(StartupPacket::GssEncRequest) => stream.write_all(b"N").await?,
             Some(StartupPacket::Cancel { pid, key }) => {
                 cancel(&shared, pid, key).await;
-                return Ok(None);
+                return Ok(Plain::LoggedIn(None));
             }
             Some(StartupPacket::Startup { params, .. }) => {
-                if shared.config.load().tls.mode == TlsMode::Require {
-                    fail(&mut tcp, &Error::TlsRequired).await;
+                if !local && shared.config.load().tls.mode == TlsMode::Require {
+                    fail(&mut stream, &Error::TlsRequired).await;
                     return Err(Error::TlsRequired);
                 }
-                return login(tcp, buf, params, Peer { addr: peer, tls: false }, shared)
-                    .await
-                    .map(|s| s.map(Ready::Plain));
+                return login(stream, buf, params, Peer { addr: peer, tls: false }, shared).await.map(Plain::LoggedIn);
             }
         }
     }
@@ -237,7 +285,7 @@ async fn read_message<S: AsyncRead + Unpin>(s: &mut S, buf: &mut BytesMut) -> Re
 async fn cancel(shared: &Shared, pid: i32, key: i32) {
     match shared.cancels.target(pid, key) {
         Some(target) => {
-            if let Err(e) = crate::cancel::forward(target).await {
+            if let Err(e) = crate::cancel::forward(&target).await {
                 tracing::warn!(server = %target.addr, error = %e, "cannot forward cancel request");
             }
         }
@@ -415,7 +463,7 @@ where
         }
         Some(conn) => {
             cancel.set_target(Some(crate::cancel::CancelTarget {
-                addr: conn.peer,
+                addr: conn.addr.clone(),
                 pid: conn.backend_pid,
                 key: conn.backend_key,
             }));

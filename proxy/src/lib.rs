@@ -27,6 +27,7 @@ pub mod error;
 mod handshake;
 pub mod health;
 pub mod http;
+pub mod local_socket;
 pub mod metrics;
 pub mod node;
 pub mod pool;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,9 @@ use crate::clients::Clients;
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError, PoolConfig};
 use crate::error::{Error, write_error};
+use crate::handshake::Accepted;
 use crate::health::{Health, Monitor, ProbeLogin};
+use crate::local_socket::LocalListener;
 use crate::pool::Pools;
 use crate::session::route::AnalysisCache;
 use crate::wire::messages::Severity;
@@ -90,6 +92,8 @@ impl Shared {
 /// A bound, not yet serving node.
 pub struct Node {
     listener: TcpListener,
+    /// `listen.unix_socket_dir`: the same clients, on a Unix-domain socket.
+    local: Option<LocalListener>,
     /// `[http] listen`: `/metrics`, `/healthz`, `/readyz`.
     http: Option<TcpListener>,
     shared: Arc<Shared>,
@@ -110,6 +114,10 @@ impl Node {
         let users = Users::load(&config.users_file).map_err(ConfigError::from)?;
         let tls = crate::tls::acceptor(&config.tls)?;
         let listener = TcpListener::bind(config.listen.address).await?;
+        let local = match &config.listen.unix_socket_dir {
+            Some(dir) => Some(LocalListener::bind(dir, listener.local_addr()?.port()).await?),
+            None => None,
+        };
         let http = match config.http_listen {
             Some(addr) => Some(crate::http::bind(addr).await?),
             None => None,
@@ -152,7 +160,7 @@ impl Node {
             config_path: std::sync::OnceLock::new(),
             client_addr,
         });
-        Ok(Node { listener, http, shared, stop_accepting: CancellationToken::new(), clients })
+        Ok(Node { listener, local, http, shared, stop_accepting: CancellationToken::new(), clients })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -200,11 +208,19 @@ impl Node {
                 self.stop_accepting.clone(),
             ));
         }
-        tracing::info!(address = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "accepting clients");
+        tracing::info!(
+            address = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            socket = ?self.local.as_ref().map(LocalListener::path),
+            "accepting clients"
+        );
         loop {
             // cancel safety: accept() and cancelled() are cancel safe.
             let accepted = tokio::select! {
-                r = self.listener.accept() => r,
+                r = self.listener.accept() => r.map(|(s, peer)| {
+                    let _ = s.set_nodelay(true);
+                    (Accepted::Tcp(s), Some(peer))
+                }),
+                r = accept_local(self.local.as_ref()) => r.map(|s| (Accepted::Local(s), None)),
                 _ = self.stop_accepting.cancelled() => break,
             };
             let (stream, peer) = match accepted {
@@ -215,9 +231,9 @@ impl Node {
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
             match self.clients.clone().try_acquire_owned() {
                 Ok(permit) => {
+                    let peer = peer.map_or_else(|| "local socket".to_owned(), |p| p.to_string());
                     let span = tracing::info_span!(
                         "client",
                         %peer,
@@ -234,10 +250,11 @@ impl Node {
                         .instrument(span),
                     );
                 }
-                Err(_) => refuse(stream, &Error::TooManyClients),
+                Err(_) => refuse(&stream, &Error::TooManyClients),
             }
         }
         drop(self.listener);
+        drop(self.local);
         tracker.close();
         let grace = shared.config.load().shutdown_grace;
         tracing::info!(clients = tracker.len(), grace = ?grace, "stopped accepting; waiting for sessions");
@@ -293,9 +310,12 @@ impl NodeHandle {
         let tls = crate::tls::acceptor(&new.tls)?;
         let old = self.shared.config.load_full();
         if old.listen.address != new.listen.address
+            || old.listen.unix_socket_dir != new.listen.unix_socket_dir
             || old.listen.max_client_connections != new.listen.max_client_connections
         {
-            tracing::warn!("listen.address and listen.max_client_connections change only on restart");
+            tracing::warn!(
+                "listen.address, listen.unix_socket_dir and listen.max_client_connections change only on restart"
+            );
         }
         let pool_config = Arc::new(new.pool.clone());
         for pool in self.shared.pools.all() {
@@ -335,10 +355,21 @@ impl NodeHandle {
 }
 
 /// Tell a client we cannot take it, without waiting on it.
-fn refuse(stream: TcpStream, err: &Error) {
+fn refuse(stream: &Accepted, err: &Error) {
     let mut buf = BytesMut::new();
     write_error(&mut buf, Severity::Fatal, err);
-    let _ = stream.try_write(&buf);
+    let _ = match stream {
+        Accepted::Tcp(s) => s.try_write(&buf),
+        Accepted::Local(s) => s.try_write(&buf),
+    };
+}
+
+/// The next client on the local socket; never, when there is none.
+async fn accept_local(local: Option<&LocalListener>) -> std::io::Result<tokio::net::UnixStream> {
+    match local {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Keep a probe running for every PostgreSQL server of the latest

@@ -542,7 +542,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AdminSession<S> {
             return Err(AdminError::NotClustered(tag));
         };
         let info = &self.client.entry().info;
-        let (actor, origin) = (info.user.clone(), info.peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string()));
+        let (actor, origin) =
+            (info.user.clone(), info.peer.map_or_else(|| "local socket".to_owned(), |p| p.to_string()));
         match action {
             Action::Propose { change, .. } => {
                 let change = complete(change, &cluster.state());

@@ -165,6 +165,7 @@ struct RawListen {
     idle_in_transaction_timeout: String,
     #[serde(default = "default_max_message_size")]
     max_message_size: String,
+    unix_socket_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,6 +307,10 @@ pub struct ListenConfig {
     /// `None` when off.
     pub idle_in_transaction_timeout: Option<Duration>,
     pub max_message_size: usize,
+    /// Also accept clients on the Unix-domain socket
+    /// `<dir>/.s.PGSQL.<port of address>`, as PostgreSQL does (`psql -h
+    /// <dir> -p <port>`). Changes need a restart.
+    pub unix_socket_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -428,6 +433,7 @@ impl RawConfig {
         }
         let idle_tx = parse_duration("listen.idle_in_transaction_timeout", &self.listen.idle_in_transaction_timeout)?;
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let unix_socket_dir = self.listen.unix_socket_dir.map(resolve);
         let tls = TlsConfig { mode: self.tls.mode, cert: self.tls.cert.map(resolve), key: self.tls.key.map(resolve) };
         if tls.mode != TlsMode::Disable && (tls.cert.is_none() || tls.key.is_none()) {
             return Err(ConfigError::TlsFilesMissing {
@@ -513,6 +519,7 @@ impl RawConfig {
                 startup_timeout: parse_duration("listen.startup_timeout", &self.listen.startup_timeout)?,
                 idle_in_transaction_timeout: (!idle_tx.is_zero()).then_some(idle_tx),
                 max_message_size,
+                unix_socket_dir,
             },
             tls,
             users_file: resolve(self.auth.users_file),

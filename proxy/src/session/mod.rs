@@ -434,7 +434,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Check out a server connection and make it look like this client's.
     async fn attach(&mut self) -> Result<(), Error> {
         let conn = checkout_synced(&self.st.pool, self.st.id, &self.st.params, connect_timeout(&self.st)).await?;
-        self.st.cancel.set_target(Some(CancelTarget { addr: conn.peer, pid: conn.backend_pid, key: conn.backend_key }));
+        self.st.cancel.set_target(Some(CancelTarget {
+            addr: conn.addr.clone(),
+            pid: conn.backend_pid,
+            key: conn.backend_key,
+        }));
         self.st.tx_status = b'I';
         self.server = Some(conn);
         if let Some(c) = &self.st.client {
@@ -507,7 +511,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(c) = &self.st.client {
             c.set_attached(Some(&t.nodes[node].name));
         }
-        self.st.cancel.set_target(Some(CancelTarget { addr: conn.peer, pid: conn.backend_pid, key: conn.backend_key }));
+        self.st.cancel.set_target(Some(CancelTarget {
+            addr: conn.addr.clone(),
+            pid: conn.backend_pid,
+            key: conn.backend_key,
+        }));
         self.st.tx_status = if self.st.route.deferred_begin.is_some() && begins { b'T' } else { b'I' };
         self.server = Some(conn);
         if begins && let Some((begin, _)) = self.st.route.deferred_begin.take() {

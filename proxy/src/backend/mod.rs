@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -16,13 +16,15 @@ use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 
 use crate::error::ClientError;
 use crate::wire::frame::{self, HEADER_LEN};
 use crate::wire::messages::{ErrorFields, parse_error_fields};
+
+mod stream;
+pub use stream::{ServerAddr, ServerStream};
 
 /// Largest message accepted from a server during login.
 const MAX_LOGIN_MESSAGE: usize = 1 << 20;
@@ -82,12 +84,13 @@ pub struct LoginParams<'a> {
 /// One logged-in connection to a PostgreSQL server.
 #[derive(Debug)]
 pub struct ServerConn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: ServerStream,
     /// Bytes read from the server and not yet processed.
     pub(crate) rbuf: BytesMut,
     /// Unique per process, for logs and admin views.
     pub id: u64,
-    pub peer: SocketAddr,
+    /// Where it is connected (and where cancels for it go).
+    pub addr: Arc<ServerAddr>,
     /// The server's own (pid, key), the target of forwarded cancels.
     pub backend_pid: i32,
     pub backend_key: i32,
@@ -110,16 +113,15 @@ impl ServerConn {
     }
 
     async fn connect_inner(p: &LoginParams<'_>) -> Result<ServerConn, BackendError> {
-        let stream = TcpStream::connect(p.addr)
-            .await
-            .map_err(|source| BackendError::Connect { addr: p.addr.to_owned(), source })?;
-        stream.set_nodelay(true)?;
-        let peer = stream.peer_addr()?;
+        let connect_error = |source| BackendError::Connect { addr: p.addr.to_owned(), source };
+        let addr = ServerAddr::parse(p.addr)
+            .map_err(|e| connect_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        let stream = addr.connect().await.map_err(connect_error)?;
         let mut conn = ServerConn {
             stream,
             rbuf: BytesMut::with_capacity(16 * 1024),
             id: NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed),
-            peer,
+            addr: Arc::new(addr),
             backend_pid: 0,
             backend_key: 0,
             state: ServerState::default(),
@@ -255,7 +257,7 @@ impl ServerConn {
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
-            Err(_) => Err(BackendError::Timeout { addr: self.peer.to_string() }),
+            Err(_) => Err(BackendError::Timeout { addr: self.addr.to_string() }),
         }
     }
 }
