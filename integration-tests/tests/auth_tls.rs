@@ -398,6 +398,11 @@ async fn the_local_socket_logs_in_like_tcp_without_tls() -> anyhow::Result<()> {
 
     let (client, conn) = config.connect(NoTls).await?;
     tokio::spawn(conn);
+    // A result far larger than a socket buffer, in both directions.
+    let big = "x".repeat(1_000_000);
+    let rows = client.query("SELECT $1::text || g FROM generate_series(1, 8) g", &[&big]).await?;
+    assert_eq!(rows.len(), 8);
+    assert!(rows.iter().all(|r| r.get::<_, String>(0).len() == 1_000_001));
     let token = client.cancel_token();
     let running = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60) /* local-cancel */").await });
     integration_tests::eventually("pg_sleep running", || async {

@@ -1093,6 +1093,10 @@ async fn servers_over_unix_sockets() -> anyhow::Result<()> {
     .await?;
     let client = bed.connect().await?;
     client.batch_execute("CREATE TABLE over_unix (id int8 PRIMARY KEY)").await?;
+    // Far more than a socket buffer, both ways.
+    let big = "y".repeat(2_000_000);
+    let echoed: String = client.query_one("SELECT $1::text", &[&big]).await?.get(0);
+    assert!(echoed == big, "a large value came back changed");
     client.execute("INSERT INTO over_unix VALUES ($1)", &[&7i64]).await?;
     // A server connection over a Unix socket has no server address.
     let row = client.query_one("SELECT inet_server_addr() IS NULL, pg_is_in_recovery()", &[]).await?;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 
 use crate::admin::AdminSession;
 use crate::auth::{AuthError, Credential, PoolMode, ScramExchange, User, md5};
@@ -32,6 +32,7 @@ use crate::node::Shared;
 use crate::pool::PoolKey;
 use crate::session::params::{ClientParams, ParamError};
 use crate::session::{Session, State};
+use crate::unix_stream::UnixConn;
 use crate::wire::frame::{self, HEADER_LEN};
 use crate::wire::messages::{self, Severity, StartupPacket};
 
@@ -46,7 +47,7 @@ const TLS_HANDSHAKE: u8 = 0x16;
 pub(crate) enum Accepted {
     Tcp(TcpStream),
     /// On the node's Unix-domain socket (`crate::local_socket`).
-    Local(UnixStream),
+    Local(UnixConn),
 }
 
 /// Serve one accepted client connection to the end.
@@ -96,7 +97,7 @@ fn log_ended(e: &Error) {
 pub(crate) enum Ready {
     Plain(LoggedIn<TcpStream>),
     Tls(Box<LoggedIn<tokio_rustls::server::TlsStream<TcpStream>>>),
-    Local(LoggedIn<UnixStream>),
+    Local(LoggedIn<UnixConn>),
 }
 
 impl Ready {

@@ -34,6 +34,7 @@ pub mod pool;
 pub mod session;
 pub mod signals;
 pub mod tls;
+pub mod unix_stream;
 pub mod wire;
 
 pub use config::Config;

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::unix_stream::UnixConn;
+
 /// A bound local socket; the socket file is removed on drop.
 #[derive(Debug)]
 pub struct LocalListener {
@@ -49,8 +51,9 @@ impl LocalListener {
         Ok(LocalListener { listener, path })
     }
 
-    pub async fn accept(&self) -> io::Result<UnixStream> {
-        self.listener.accept().await.map(|(s, _)| s)
+    pub async fn accept(&self) -> io::Result<UnixConn> {
+        let (s, _) = self.listener.accept().await?;
+        UnixConn::from_tokio(s)
     }
 
     /// The socket file.

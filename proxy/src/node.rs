@@ -365,7 +365,7 @@ fn refuse(stream: &Accepted, err: &Error) {
 }
 
 /// The next client on the local socket; never, when there is none.
-async fn accept_local(local: Option<&LocalListener>) -> std::io::Result<tokio::net::UnixStream> {
+async fn accept_local(local: Option<&LocalListener>) -> std::io::Result<crate::unix_stream::UnixConn> {
     match local {
         Some(l) => l.accept().await,
         None => std::future::pending().await,

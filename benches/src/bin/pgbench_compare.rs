@@ -117,6 +117,12 @@ struct Args {
     /// this), so every statement is classified and reads go to the replica.
     #[arg(long, conflicts_with = "alt_meridian_workers")]
     routed: bool,
+    /// Every leg over Unix-domain sockets instead of loopback TCP: pgbench
+    /// to PostgreSQL, to Meridian (`listen.unix_socket_dir`) and to
+    /// PgBouncer (`unix_socket_dir`); both proxies to PostgreSQL's socket.
+    /// What a proxy beside its server and its clients on one host does.
+    #[arg(long)]
+    unix: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -171,9 +177,11 @@ impl TargetKind {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Target {
     kind: TargetKind,
+    /// pgbench's `-h`: 127.0.0.1, or a socket directory with --unix.
+    host: String,
     port: u16,
     /// The proxy process whose CPU time is measured.
     pid: Option<u32>,
@@ -325,17 +333,39 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         rt.block_on(cluster.wait_replicas_caught_up())?;
         eprintln!("initialised in {:.1}s", t.elapsed().as_secs_f64());
 
-        let backend = backend_section(pg_port);
-        let meridian_proc =
-            start_meridian(&meridian, work.path(), "meridian", &backend, args.pool_size, 1000, args.meridian_workers)?;
-        let pgbouncer_proc = start_pgbouncer(&pgbouncer, work.path(), "pgbouncer", pg_port, args.pool_size, 1000)?;
+        // With --unix, servers are given as `/socket/dir:port` and each
+        // proxy also listens on a socket in its own directory.
+        let pg_host = if args.unix { pg.socket_dir().display().to_string() } else { "127.0.0.1".to_owned() };
+        let backend = backend_section(&pg_host, pg_port);
+        let unix = args.unix;
+        let meridian_proc = start_meridian(
+            &meridian,
+            work.path(),
+            "meridian",
+            &backend,
+            args.pool_size,
+            1000,
+            args.meridian_workers,
+            unix,
+        )?;
+        let pgbouncer_proc =
+            start_pgbouncer(&pgbouncer, work.path(), "pgbouncer", &pg_host, pg_port, args.pool_size, 1000, unix)?;
         let alt_proc = match (args.alt_meridian_workers, args.routed) {
-            (Some(w), _) => {
-                Some(start_meridian(&meridian, work.path(), "meridian-alt", &backend, args.pool_size, 1000, Some(w))?)
-            }
+            (Some(w), _) => Some(start_meridian(
+                &meridian,
+                work.path(),
+                "meridian-alt",
+                &backend,
+                args.pool_size,
+                1000,
+                Some(w),
+                unix,
+            )?),
             (None, true) => {
-                let replica = cluster.replicas().first().ok_or_else(|| anyhow!("no replica"))?.port();
-                let topology = routed_section(pg_port, replica);
+                let replica = cluster.replicas().first().ok_or_else(|| anyhow!("no replica"))?;
+                let replica_host =
+                    if unix { replica.socket_dir().display().to_string() } else { "127.0.0.1".to_owned() };
+                let topology = routed_section(&pg_host, pg_port, &replica_host, replica.port());
                 Some(start_meridian(
                     &meridian,
                     work.path(),
@@ -344,6 +374,7 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
                     args.pool_size,
                     1000,
                     args.meridian_workers,
+                    unix,
                 )?)
             }
             (None, false) => match &args.alt_meridian {
@@ -355,17 +386,19 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
                     args.pool_size,
                     1000,
                     args.meridian_workers,
+                    unix,
                 )?),
                 None => None,
             },
         };
+        let target = |kind, p: &Proc| Target { kind, host: p.client_host(unix), port: p.port, pid: Some(p.pid()) };
         let mut targets = vec![
-            Target { kind: TargetKind::Direct, port: pg_port, pid: None },
-            Target { kind: TargetKind::Meridian, port: meridian_proc.port, pid: Some(meridian_proc.pid()) },
-            Target { kind: TargetKind::PgBouncer, port: pgbouncer_proc.port, pid: Some(pgbouncer_proc.pid()) },
+            Target { kind: TargetKind::Direct, host: pg_host.clone(), port: pg_port, pid: None },
+            target(TargetKind::Meridian, &meridian_proc),
+            target(TargetKind::PgBouncer, &pgbouncer_proc),
         ];
         if let Some(p) = &alt_proc {
-            targets.push(Target { kind: TargetKind::MeridianAlt, port: p.port, pid: Some(p.pid()) });
+            targets.push(target(TargetKind::MeridianAlt, p));
         }
         let procs: Vec<&Proc> =
             [Some(&meridian_proc), Some(&pgbouncer_proc), alt_proc.as_ref()].into_iter().flatten().collect();
@@ -388,6 +421,13 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         }
         if let Some(w) = args.meridian_workers {
             writeln!(report, "- meridian: TOKIO_WORKER_THREADS={w}")?;
+        }
+        if unix {
+            writeln!(
+                report,
+                "- **every leg over Unix-domain sockets** (--unix): pgbench to each target's socket, \
+                 both proxies to PostgreSQL's socket"
+            )?;
         }
         report.push('\n');
         if let Some(d) = &args.perf_dir {
@@ -485,12 +525,22 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
                     &meridian,
                     work.path(),
                     "meridian-idle",
-                    &backend_section(pg_port),
+                    &backend_section("127.0.0.1", pg_port),
                     args.pool_size,
                     max_clients,
                     args.meridian_workers,
+                    false,
                 )?,
-                _ => start_pgbouncer(&pgbouncer, work.path(), "pgbouncer-idle", pg_port, args.pool_size, max_clients)?,
+                _ => start_pgbouncer(
+                    &pgbouncer,
+                    work.path(),
+                    "pgbouncer-idle",
+                    "127.0.0.1",
+                    pg_port,
+                    args.pool_size,
+                    max_clients,
+                    false,
+                )?,
             };
             let r = rt.block_on(idle_test(&proc, n))?;
             let (label, before, with, per, after) = (
@@ -590,7 +640,7 @@ fn run_pgbench(
     perf: Option<&PerfSpec>,
 ) -> RunResult {
     let mut cmd = Command::new(pgbench);
-    cmd.args(["-h", "127.0.0.1", "-p", &t.port.to_string(), "-U", "postgres", "-n"])
+    cmd.args(["-h", &t.host, "-p", &t.port.to_string(), "-U", "postgres", "-n"])
         .args(["-b", w.builtin, "-M", w.mode])
         .args(["-c", &w.clients.to_string(), "-j", &w.clients.min(2).to_string()])
         .args(["-T", &duration.to_string(), "postgres"])
@@ -866,9 +916,16 @@ struct Proc {
     child: Child,
     port: u16,
     log: PathBuf,
+    /// Its directory, which holds its Unix socket with --unix.
+    dir: PathBuf,
 }
 
 impl Proc {
+    /// pgbench's `-h` for this proxy.
+    fn client_host(&self, unix: bool) -> String {
+        if unix { self.dir.display().to_string() } else { "127.0.0.1".to_owned() }
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -925,21 +982,24 @@ impl Drop for Proc {
     }
 }
 
-/// The config section for Meridian in front of the primary alone.
-fn backend_section(pg_port: u16) -> String {
-    format!("[backend]\naddress = \"127.0.0.1:{pg_port}\"\n")
+/// The config section for Meridian in front of the primary alone (`host`:
+/// 127.0.0.1 or the server's socket directory).
+fn backend_section(host: &str, pg_port: u16) -> String {
+    format!("[backend]\naddress = \"{host}:{pg_port}\"\n")
 }
 
 /// A one-shard topology of the primary and one replica, probed as postgres.
-fn routed_section(pg_port: u16, replica_port: u16) -> String {
+fn routed_section(pg_host: &str, pg_port: u16, replica_host: &str, replica_port: u16) -> String {
     format!(
         "[health]\nuser = \"postgres\"\n\n[topology]\n[[topology.shard]]\nname = \"s1\"\n\n\
-         [[topology.node]]\nname = \"primary\"\naddress = \"127.0.0.1:{pg_port}\"\nshard = \"s1\"\nregion = \"local\"\nrole = \"primary\"\n\n\
-         [[topology.node]]\nname = \"replica\"\naddress = \"127.0.0.1:{replica_port}\"\nshard = \"s1\"\nregion = \"local\"\nrole = \"replica\"\n"
+         [[topology.node]]\nname = \"primary\"\naddress = \"{pg_host}:{pg_port}\"\nshard = \"s1\"\nregion = \"local\"\nrole = \"primary\"\n\n\
+         [[topology.node]]\nname = \"replica\"\naddress = \"{replica_host}:{replica_port}\"\nshard = \"s1\"\nregion = \"local\"\nrole = \"replica\"\n"
     )
 }
 
-/// `servers`: the `[backend]` or `[topology]` (+ `[health]`) sections.
+/// `servers`: the `[backend]` or `[topology]` (+ `[health]`) sections;
+/// `unix`: also listen on a socket in the process's directory.
+#[allow(clippy::too_many_arguments)]
 fn start_meridian(
     bin: &Path,
     work: &Path,
@@ -948,10 +1008,12 @@ fn start_meridian(
     pool_size: usize,
     max_clients: usize,
     workers: Option<usize>,
+    unix: bool,
 ) -> Result<Proc> {
     let dir = work.join(name);
     std::fs::create_dir_all(&dir)?;
     let port = harness::free_port()?;
+    let socket = if unix { format!("unix_socket_dir = \"{}\"", dir.display()) } else { String::new() };
     std::fs::write(dir.join("users.toml"), "[[user]]\nname = \"postgres\"\nauth = \"trust\"\n")?;
     let config = format!(
         r#"[node]
@@ -960,6 +1022,7 @@ name = "{name}"
 [listen]
 address = "127.0.0.1:{port}"
 max_client_connections = {max_clients}
+{socket}
 
 [auth]
 users_file = "users.toml"
@@ -992,19 +1055,22 @@ grace = "2s"
         .stderr(std::fs::File::create(&log)?)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let mut p = Proc { name: name.to_owned(), child, port, log };
+    let mut p = Proc { name: name.to_owned(), child, port, log, dir };
     p.wait_listening(Duration::from_secs(15))?;
     eprintln!("{name} (pid {}) on 127.0.0.1:{port}", p.pid());
     Ok(p)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start_pgbouncer(
     bin: &Path,
     work: &Path,
     name: &str,
+    pg_host: &str,
     pg_port: u16,
     pool_size: usize,
     max_clients: usize,
+    unix: bool,
 ) -> Result<Proc> {
     let dir = work.join(name);
     std::fs::create_dir_all(&dir)?;
@@ -1014,12 +1080,12 @@ fn start_pgbouncer(
     let log = dir.join("pgbouncer.log");
     let ini = format!(
         "[databases]\n\
-         postgres = host=127.0.0.1 port={pg_port} dbname=postgres\n\
+         postgres = host={pg_host} port={pg_port} dbname=postgres\n\
          \n\
          [pgbouncer]\n\
          listen_addr = 127.0.0.1\n\
          listen_port = {port}\n\
-         unix_socket_dir =\n\
+         unix_socket_dir = {socket}\n\
          auth_type = trust\n\
          auth_file = {auth}\n\
          pool_mode = transaction\n\
@@ -1032,6 +1098,7 @@ fn start_pgbouncer(
          stats_period = 3600\n",
         auth = auth_file.display(),
         log = log.display(),
+        socket = if unix { dir.display().to_string() } else { String::new() },
     );
     let ini_path = dir.join("pgbouncer.ini");
     std::fs::write(&ini_path, ini)?;
@@ -1053,7 +1120,7 @@ fn start_pgbouncer(
         .stderr(std::fs::File::create(work.join(format!("{name}.stderr")))?)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let mut p = Proc { name: name.to_owned(), child, port, log };
+    let mut p = Proc { name: name.to_owned(), child, port, log, dir };
     p.wait_listening(Duration::from_secs(15)).map_err(|e| {
         let stderr = std::fs::read_to_string(work.join(format!("{name}.stderr"))).unwrap_or_default();
         anyhow!("{e:#}\nstderr: {stderr}")

@@ -15,7 +15,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
+
+use crate::unix_stream::UnixConn;
 
 /// How to reach a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +50,9 @@ impl ServerAddr {
                 s.set_nodelay(true)?;
                 Ok(ServerStream::Tcp(s))
             }
-            ServerAddr::Unix(path) => Ok(ServerStream::Unix(UnixStream::connect(path).await?)),
+            ServerAddr::Unix(path) => {
+                Ok(ServerStream::Unix(UnixConn::from_tokio(tokio::net::UnixStream::connect(path).await?)?))
+            }
         }
     }
 }
@@ -66,7 +70,7 @@ impl fmt::Display for ServerAddr {
 #[derive(Debug)]
 pub enum ServerStream {
     Tcp(TcpStream),
-    Unix(UnixStream),
+    Unix(UnixConn),
 }
 
 impl ServerStream {
