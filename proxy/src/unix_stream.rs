@@ -48,12 +48,12 @@ impl UnixConn {
 
     /// A non-blocking read (`WouldBlock` when nothing is there).
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.io.get_ref()).read(buf)
+        self.io.get_ref().read(buf)
     }
 
     /// A non-blocking write (`WouldBlock` when the socket is full).
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.io.get_ref()).write(buf)
+        self.io.get_ref().write(buf)
     }
 }
 
@@ -76,7 +76,7 @@ impl AsyncRead for UnixConn {
             let mut guard = ready!(this.io.poll_read_ready(cx))?;
             let want = buf.remaining().min(MAX_READ);
             let unfilled = buf.initialize_unfilled_to(want);
-            match guard.try_io(|s| (&*s.get_ref()).read(unfilled)) {
+            match guard.try_io(|s| s.get_ref().read(unfilled)) {
                 Ok(Ok(n)) => {
                     // A short read emptied the socket: the next read would
                     // only find it empty (one more system call). More data
@@ -99,7 +99,7 @@ impl AsyncWrite for UnixConn {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.write_wait.is_none() {
-            match (&*this.io.get_ref()).write(data) {
+            match this.io.get_ref().write(data) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let dup = this.io.get_ref().try_clone().map(OwnedFd::from)?;
                     // Registering reports an edge at once if room has
@@ -112,7 +112,7 @@ impl AsyncWrite for UnixConn {
         loop {
             let wait = this.write_wait.as_ref().expect("set above");
             let mut guard = ready!(wait.poll_write_ready(cx))?;
-            if let Ok(r) = guard.try_io(|_| (&*this.io.get_ref()).write(data)) {
+            if let Ok(r) = guard.try_io(|_| this.io.get_ref().write(data)) {
                 // Room again: back to readable edges only.
                 this.write_wait = None;
                 return Poll::Ready(r);
