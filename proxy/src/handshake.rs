@@ -59,7 +59,7 @@ pub(crate) async fn serve_client(stream: Accepted, shared: Arc<Shared>) {
                 let peer = tcp.peer_addr().ok();
                 negotiate(tcp, peer, shared.clone()).await
             }
-            Accepted::Local(unix) => match plain_startup(unix, None, None, shared.clone()).await? {
+            Accepted::Local(unix) => match plain_startup(unix, Transport::Local, None, shared.clone()).await? {
                 Plain::LoggedIn(s) => Ok(s.map(Ready::Local)),
                 Plain::StartTls(..) => unreachable!("TLS is not offered on the local socket"),
             },
@@ -151,7 +151,7 @@ async fn negotiate(tcp: TcpStream, peer: Option<SocketAddr>, shared: Arc<Shared>
         }
         return after_tls(stream, peer, shared).await.map(|s| s.map(|s| Ready::Tls(Box::new(s))));
     }
-    match plain_startup(tcp, tls.as_ref().as_ref(), peer, shared.clone()).await? {
+    match plain_startup(tcp, Transport::Tcp(tls.as_ref().as_ref()), peer, shared.clone()).await? {
         Plain::LoggedIn(s) => Ok(s.map(Ready::Plain)),
         Plain::StartTls(tcp, acceptor) => {
             let stream = acceptor.accept(tcp).await.map_err(Error::TlsHandshake)?;
@@ -168,20 +168,32 @@ enum Plain<S> {
     StartTls(S, tokio_rustls::TlsAcceptor),
 }
 
+/// What an unencrypted connection came over.
+#[derive(Clone, Copy)]
+enum Transport<'a> {
+    /// TCP, with the TLS acceptor when TLS is enabled.
+    Tcp(Option<&'a tokio_rustls::TlsAcceptor>),
+    /// The node's Unix-domain socket: no TLS, and `tls.mode = 'require'`
+    /// does not apply.
+    Local,
+}
+
 /// The startup packets of an unencrypted connection: SSLRequest (answered
-/// 'S' when `tls` is offered, else 'N'), GSSENCRequest ('N'),
-/// CancelRequest, then StartupMessage and login. `tls` is `None` on the
-/// local socket, where `tls.mode = 'require'` does not apply either.
+/// 'S' when TLS is offered, else 'N'), GSSENCRequest ('N'),
+/// CancelRequest, then StartupMessage and login.
 async fn plain_startup<S>(
     mut stream: S,
-    tls: Option<&tokio_rustls::TlsAcceptor>,
+    transport: Transport<'_>,
     peer: Option<SocketAddr>,
     shared: Arc<Shared>,
 ) -> Result<Plain<S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let local = peer.is_none();
+    let (tls, local) = match transport {
+        Transport::Tcp(tls) => (tls, false),
+        Transport::Local => (None, true),
+    };
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         let packet = match read_startup(&mut stream, &mut buf).await {

@@ -113,9 +113,16 @@ impl Node {
     pub async fn bind(config: Config) -> Result<Node, Error> {
         let users = Users::load(&config.users_file).map_err(ConfigError::from)?;
         let tls = crate::tls::acceptor(&config.tls)?;
-        let listener = TcpListener::bind(config.listen.address).await?;
+        let named = |key: &str, e: std::io::Error| Error::Io(std::io::Error::new(e.kind(), format!("{key}: {e}")));
+        let listener = TcpListener::bind(config.listen.address)
+            .await
+            .map_err(|e| named(&format!("listen.address {}", config.listen.address), e))?;
         let local = match &config.listen.unix_socket_dir {
-            Some(dir) => Some(LocalListener::bind(dir, listener.local_addr()?.port()).await?),
+            Some(dir) => Some(
+                LocalListener::bind(dir, listener.local_addr()?.port())
+                    .await
+                    .map_err(|e| named("listen.unix_socket_dir", e))?,
+            ),
             None => None,
         };
         let http = match config.http_listen {

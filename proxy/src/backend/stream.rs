@@ -134,7 +134,10 @@ impl AsyncWrite for ServerStream {
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        match self {
+            ServerStream::Tcp(s) => s.is_write_vectored(),
+            ServerStream::Unix(s) => s.is_write_vectored(),
+        }
     }
 }
 
