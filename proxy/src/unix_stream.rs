@@ -21,7 +21,13 @@ use std::task::{Context, Poll, ready};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
-/// The most a single read asks for (the read buffer is zeroed up to it).
+/// How much a read asks for at first and at least. Safe code must zero
+/// the room it reads into (tokio's own sockets read into uninitialised
+/// memory with `unsafe`, which this workspace forbids), so a read asks
+/// for what messages of this size need, not for all the room there is.
+const MIN_READ: usize = 4 * 1024;
+/// The most a single read asks for: reads that fill what they asked for
+/// double the next request up to this (bulk results, COPY).
 const MAX_READ: usize = 64 * 1024;
 
 /// A connected Unix-domain stream socket (see the module doc).
@@ -31,6 +37,8 @@ pub struct UnixConn {
     /// A duplicate of the descriptor, registered for writable edges while
     /// a write waits for room.
     write_wait: Option<AsyncFd<OwnedFd>>,
+    /// How much the next read asks for (`MIN_READ..=MAX_READ`).
+    read_size: usize,
 }
 
 impl UnixConn {
@@ -38,7 +46,7 @@ impl UnixConn {
     /// inside the runtime.
     pub fn new(stream: StdUnixStream) -> io::Result<UnixConn> {
         stream.set_nonblocking(true)?;
-        Ok(UnixConn { io: register(stream, Interest::READABLE)?, write_wait: None })
+        Ok(UnixConn { io: register(stream, Interest::READABLE)?, write_wait: None, read_size: MIN_READ })
     }
 
     /// Take over a tokio socket (connected or accepted by tokio).
@@ -74,10 +82,17 @@ impl AsyncRead for UnixConn {
         let this = self.get_mut();
         loop {
             let mut guard = ready!(this.io.poll_read_ready(cx))?;
-            let want = buf.remaining().min(MAX_READ);
+            let want = buf.remaining().min(this.read_size);
             let unfilled = buf.initialize_unfilled_to(want);
             match guard.try_io(|s| s.get_ref().read(unfilled)) {
                 Ok(Ok(n)) => {
+                    this.read_size = if n == want {
+                        (want * 2).clamp(MIN_READ, MAX_READ)
+                    } else if n < this.read_size / 4 {
+                        (this.read_size / 2).max(MIN_READ)
+                    } else {
+                        this.read_size
+                    };
                     // A short read emptied the socket: the next read would
                     // only find it empty (one more system call). More data
                     // brings a new edge. (tokio's own sockets do the same.)
