@@ -467,12 +467,8 @@ impl RawConfig {
         }
         let topology = match (self.backend, self.topology) {
             (Some(b), None) => {
-                if !b.address.contains(':') {
-                    return Err(ConfigError::Address {
-                        key: "backend.address",
-                        value: b.address,
-                        reason: "expected host:port".into(),
-                    });
+                if let Err(reason) = crate::backend::ServerAddr::parse(&b.address) {
+                    return Err(ConfigError::Address { key: "backend.address", value: b.address, reason });
                 }
                 topology::single_primary(&b.address, &self.node.region)
             }
@@ -595,6 +591,19 @@ mod tests {
         assert_eq!(c.users_file, PathBuf::from("/etc/meridian/users.toml"));
         assert_eq!(c.listen.idle_in_transaction_timeout, None);
         assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn unix_sockets_on_both_legs() {
+        let text = MINIMAL
+            .replace("127.0.0.1:5432", "/var/run/postgresql:5432")
+            .replace("address = \"127.0.0.1:6432\"", "address = \"127.0.0.1:6432\"\nunix_socket_dir = \"run\"");
+        let c = Config::parse(&text, Path::new("/etc/meridian")).unwrap();
+        assert_eq!(c.listen.unix_socket_dir, Some(PathBuf::from("/etc/meridian/run")));
+        assert_eq!(c.topology.nodes[0].address, "/var/run/postgresql:5432");
+        let bad = MINIMAL.replace("127.0.0.1:5432", "/var/run/postgresql:pg");
+        let e = Config::parse(&bad, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("backend.address") && e.contains("not a number"), "{e}");
     }
 
     #[test]

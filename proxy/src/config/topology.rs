@@ -235,12 +235,8 @@ impl RawTopology {
             if nodes.iter().any(|x| x.name == n.name) {
                 return Err(invalid("topology.node.name", format!("node {:?} is defined twice", n.name)));
             }
-            if !n.address.contains(':') {
-                return Err(ConfigError::Address {
-                    key: "topology.node.address",
-                    value: n.address.clone(),
-                    reason: "expected host:port".into(),
-                });
+            if let Err(reason) = crate::backend::ServerAddr::parse(&n.address) {
+                return Err(ConfigError::Address { key: "topology.node.address", value: n.address.clone(), reason });
             }
             let role = match n.role {
                 RawRole::Primary => Role::Primary,
