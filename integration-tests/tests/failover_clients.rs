@@ -220,6 +220,14 @@ async fn a_write_whose_primary_is_gone_is_refused_and_the_session_stays() -> any
     let (bed, _raft) = failover_bed_with("1s", "local", Timings::MANUAL).await?;
     let c = bed.connect().await?;
     c.batch_execute("INSERT INTO acked VALUES (1)").await?;
+    // Reads go to a replica once the probes have seen one replay that
+    // insert (read-your-writes); until then they would go to the primary,
+    // which is about to die (CI once ran the read below that early).
+    eventually("a read served by a replica", || async {
+        let rows = c.simple_query("SELECT pg_is_in_recovery()").await?;
+        Ok(rows.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("t"))))
+    })
+    .await?;
     bed.cluster.primary().kill().await?;
 
     let started = Instant::now();
