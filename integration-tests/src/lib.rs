@@ -401,6 +401,34 @@ where
     }
 }
 
+/// Run `SELECT pg_sleep(60)` on `client`, wait until `server` shows it
+/// running, cancel it with the client's cancel token (through whatever
+/// `client` is connected to), and require `57014`. Returns the client for
+/// more checks. `tag` marks the statement so it can be found in
+/// `pg_stat_activity`.
+pub async fn cancel_a_running_sleep(
+    client: tokio_postgres::Client,
+    server: &harness::PgServer,
+    tag: &str,
+) -> anyhow::Result<tokio_postgres::Client> {
+    let token = client.cancel_token();
+    let sql = format!("SELECT pg_sleep(60) /* {tag} */");
+    let running = tokio::spawn(async move {
+        let r = client.simple_query(&sql).await;
+        (r.map(drop), client)
+    });
+    let active = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%{tag}%' \
+         AND pid <> pg_backend_pid()"
+    );
+    eventually("pg_sleep running", || async { Ok(server.query_value(&active).await?.as_deref() == Some("1")) }).await?;
+    token.cancel_query(tokio_postgres::NoTls).await?;
+    let (result, client) = patiently("the cancelled query (cancel not delivered?)", running).await??;
+    let err = result.err().context("the cancelled query succeeded")?;
+    anyhow::ensure!(sqlstate(&err) == Some("57014"), "expected 57014, got {err}");
+    Ok(client)
+}
+
 /// An ErrorResponse or NoticeResponse seen by a [`RawConn`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgError {

@@ -403,18 +403,7 @@ async fn the_local_socket_logs_in_like_tcp_without_tls() -> anyhow::Result<()> {
     let rows = client.query("SELECT $1::text || g FROM generate_series(1, 8) g", &[&big]).await?;
     assert_eq!(rows.len(), 8);
     assert!(rows.iter().all(|r| r.get::<_, String>(0).len() == 1_000_001));
-    let token = client.cancel_token();
-    let running = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60) /* local-cancel */").await });
-    integration_tests::eventually("pg_sleep running", || async {
-        let n = bed
-            .direct_value("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%local-cancel%' AND state = 'active' AND pid <> pg_backend_pid()")
-            .await?;
-        Ok(n.as_deref() == Some("1"))
-    })
-    .await?;
-    token.cancel_query(NoTls).await?;
-    let e = integration_tests::patiently("the cancelled query", running).await??.err().context("not cancelled")?;
-    assert_eq!(sqlstate(&e), Some("57014"), "{e}");
+    integration_tests::cancel_a_running_sleep(client, bed.cluster.primary(), "local-cancel").await?;
 
     bed.shutdown().await;
     assert!(!socket.exists(), "the socket file outlived the node");

@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use futures_util::{SinkExt, TryStreamExt};
 use integration_tests::{
-    APP_PASSWORD, APP_USER, BedSpec, RawConn, TestBed, app_startup, eventually, fe, patiently, sqlstate,
+    APP_PASSWORD, APP_USER, BedSpec, RawConn, TestBed, app_startup, cancel_a_running_sleep, eventually, fe, patiently,
+    sqlstate,
 };
 use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
 
@@ -467,28 +468,9 @@ async fn cancel_request_reaches_the_running_query() -> anyhow::Result<()> {
     let bed = pooled(2).await?;
     let client = bed.connect().await?;
     let other = bed.connect().await?;
-    let token = client.cancel_token();
-    let running = tokio::spawn(async move {
-        let r = client.simple_query("SELECT pg_sleep(60) /* cancel-me */").await;
-        (r.map(|_| ()), client)
-    });
-    // Wait until the sleep is really running on the server, then cancel.
-    eventually("pg_sleep running", || async {
-        let n = bed
-            .direct_value(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%cancel-me%' \
-                 AND pid <> pg_backend_pid()",
-            )
-            .await?;
-        Ok(n.as_deref() == Some("1"))
-    })
-    .await?;
-    token.cancel_query(NoTls).await?;
-    let (result, client) = tokio::time::timeout(Duration::from_secs(40), running)
-        .await
-        .context("the cancelled query did not end (cancel not delivered)")??;
-    let err = result.err().context("cancelled query succeeded")?;
-    assert_eq!(sqlstate(&err), Some("57014"), "{err}");
+    // Runs the sleep, waits until it is running on the server, cancels,
+    // requires 57014.
+    let client = cancel_a_running_sleep(client, bed.cluster.primary(), "cancel-me").await?;
     // Both clients go on working; the cancel hit only the right query.
     assert_eq!(client.query_one("SELECT 1::int8", &[]).await?.get::<_, i64>(0), 1);
     assert_eq!(other.query_one("SELECT 2::int8", &[]).await?.get::<_, i64>(0), 2);
@@ -1109,26 +1091,8 @@ async fn servers_over_unix_sockets() -> anyhow::Result<()> {
     })
     .await?;
 
-    let token = client.cancel_token();
-    let running = tokio::spawn(async move {
-        let r = client.simple_query("SELECT pg_sleep(60) /* cancel-over-unix */").await;
-        (r.map(|_| ()), client)
-    });
-    eventually("pg_sleep running", || async {
-        let n = bed
-            .cluster
-            .replicas()
-            .first()
-            .context("a replica")?
-            .query_value("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%cancel-over-unix%' AND state = 'active' AND pid <> pg_backend_pid()")
-            .await?;
-        Ok(n.as_deref() == Some("1"))
-    })
-    .await?;
-    token.cancel_query(NoTls).await?;
-    let (result, client) = patiently("the cancelled query", running).await??;
-    let err = result.err().context("the cancelled query succeeded")?;
-    assert_eq!(sqlstate(&err), Some("57014"), "{err}");
+    let replica = bed.cluster.replicas().first().context("a replica")?;
+    let client = cancel_a_running_sleep(client, replica, "cancel-over-unix").await?;
     assert_eq!(client.query_one("SELECT count(*) FROM over_unix", &[]).await?.get::<_, i64>(0), 1);
     Ok(())
 }
