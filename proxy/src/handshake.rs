@@ -130,7 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<S> {
 /// What login found the client to be.
 #[allow(clippy::large_enum_variant)] // one per client, moved once
 enum Admitted {
-    Session { server: Option<crate::backend::ServerConn>, state: State, client: ClientGuard },
+    Session { server: Option<Box<crate::backend::ServerConn>>, state: State, client: ClientGuard },
     Admin { client: ClientGuard, cancel: crate::cancel::CancelHandle },
 }
 

@@ -80,7 +80,7 @@ const STALE_CHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(
 
 #[allow(clippy::large_enum_variant)] // moved once per handoff; boxing would allocate each time
 enum Handoff {
-    Conn(ServerConn),
+    Conn(Box<ServerConn>),
     /// A slot was freed: the waiter may open a new connection.
     Slot,
 }
@@ -88,7 +88,10 @@ enum Handoff {
 #[derive(Default)]
 struct State {
     /// Idle connections, in the order they came back (most recent last).
-    idle: Vec<ServerConn>,
+    /// Boxed on purpose: they are handed out and back whole at every
+    /// transaction, and a box moves as one pointer.
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<ServerConn>>,
     /// Connections that exist or are being opened (idle + checked out + connecting).
     total: usize,
     waiters: VecDeque<oneshot::Sender<Handoff>>,
@@ -150,13 +153,13 @@ impl Pool {
     }
 
     /// Take a server connection for `client_id`, waiting for one if needed.
-    pub async fn checkout(&self, client_id: u64) -> Result<ServerConn, PoolError> {
+    pub async fn checkout(&self, client_id: u64) -> Result<Box<ServerConn>, PoolError> {
         self.checkout_inner(client_id, true).await.expect("a waiting checkout always answers")
     }
 
     /// Take a server connection for `client_id` if one is idle or may be
     /// opened; `None` if it would have to wait for another client.
-    pub async fn checkout_now(&self, client_id: u64) -> Option<Result<ServerConn, PoolError>> {
+    pub async fn checkout_now(&self, client_id: u64) -> Option<Result<Box<ServerConn>, PoolError>> {
         self.checkout_inner(client_id, false).await
     }
 
@@ -166,7 +169,7 @@ impl Pool {
         self.welcome.load_full()
     }
 
-    async fn checkout_inner(&self, client_id: u64, wait: bool) -> Option<Result<ServerConn, PoolError>> {
+    async fn checkout_inner(&self, client_id: u64, wait: bool) -> Option<Result<Box<ServerConn>, PoolError>> {
         let cfg = self.config.load_full();
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         let rx = {
@@ -209,7 +212,7 @@ impl Pool {
     }
 
     /// Open a new connection into a slot already counted in `total`.
-    async fn open(&self, cfg: &PoolConfig) -> Result<ServerConn, PoolError> {
+    async fn open(&self, cfg: &PoolConfig) -> Result<Box<ServerConn>, PoolError> {
         let password = self.password.load_full();
         let params = LoginParams {
             addr: &self.key.addr,
@@ -235,7 +238,7 @@ impl Pool {
     }
 
     /// Give back a clean, idle connection.
-    pub fn checkin(&self, mut conn: ServerConn) {
+    pub fn checkin(&self, mut conn: Box<ServerConn>) {
         let cfg = self.config.load();
         let now = Instant::now();
         conn.last_used = now;
@@ -260,7 +263,7 @@ impl Pool {
     }
 
     /// Throw away a connection that is broken or not clean.
-    pub fn discard(&self, conn: ServerConn) {
+    pub fn discard(&self, conn: Box<ServerConn>) {
         self.stats.discards.fetch_add(1, Ordering::Relaxed);
         terminate(conn);
         self.release_slot();
@@ -348,7 +351,7 @@ impl Pool {
     }
 }
 
-fn take_idle(st: &mut State, client_id: u64, cfg: &PoolConfig) -> Option<ServerConn> {
+fn take_idle(st: &mut State, client_id: u64, cfg: &PoolConfig) -> Option<Box<ServerConn>> {
     if st.idle.is_empty() {
         return None;
     }
@@ -382,7 +385,7 @@ fn still_open(conn: &ServerConn, now: Instant) -> bool {
 }
 
 /// Send Terminate without waiting and drop the connection.
-fn terminate(conn: ServerConn) {
+fn terminate(conn: Box<ServerConn>) {
     let _ = conn.stream.try_write(&[b'X', 0, 0, 0, 4]);
 }
 

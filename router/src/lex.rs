@@ -269,15 +269,35 @@ mod tests {
     }
 }
 
+/// Bytes that make up a word in [`scan_words`]: ASCII letters, digits, `_`.
+static WORD_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_';
+        b += 1;
+    }
+    t
+};
+
+/// Whether `sql` holds `--` or `/*` anywhere (in a string too).
+fn has_comment(sql: &[u8]) -> bool {
+    memchr::memchr2_iter(b'-', b'/', sql)
+        .any(|i| matches!((sql[i], sql.get(i + 1)), (b'-', Some(b'-')) | (b'/', Some(b'*'))))
+}
+
 /// The words of `sql` (runs of ASCII letters, digits and `_`) in one pass
 /// over the bytes, each with whether it may be the first word of a
 /// statement: it opens the text or follows a `;`, or the text holds a
 /// comment anywhere (which can hide where a statement starts, so then
 /// every word may be first). Strings and quoted identifiers are not
 /// skipped: the cheap pre-checks that use this treat a hit as "maybe".
+///
+/// These pre-checks run on every statement a client sends, so the scan is
+/// a table lookup per byte and a vectorised search for comment openers.
 pub fn scan_words(sql: &[u8]) -> ScanWords<'_> {
-    let comments = sql.windows(2).any(|w| w == b"--" || w == b"/*");
-    ScanWords { sql, at: 0, at_start: true, comments }
+    ScanWords { sql, at: 0, at_start: true, comments: has_comment(sql) }
 }
 
 /// See [`scan_words`].
@@ -288,32 +308,65 @@ pub struct ScanWords<'a> {
     comments: bool,
 }
 
+impl<'a> ScanWords<'a> {
+    /// The next word at or after `self.at`, noting a `;` on the way.
+    fn word(&mut self) -> Option<&'a [u8]> {
+        let sql = self.sql;
+        let start = loop {
+            let &b = sql.get(self.at)?;
+            if WORD_BYTE[usize::from(b)] {
+                break self.at;
+            }
+            self.at_start |= b == b';';
+            self.at += 1;
+        };
+        self.at += sql[start..].iter().position(|&b| !WORD_BYTE[usize::from(b)]).unwrap_or(sql.len() - start);
+        Some(&sql[start..self.at])
+    }
+}
+
 impl<'a> Iterator for ScanWords<'a> {
     /// A word and whether it may start a statement.
     type Item = (&'a [u8], bool);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-        let sql = self.sql;
-        while self.at < sql.len() && !is_word(sql[self.at]) {
-            self.at_start |= sql[self.at] == b';';
-            self.at += 1;
-        }
-        if self.at >= sql.len() {
-            return None;
-        }
-        let start = self.at;
-        while self.at < sql.len() && is_word(sql[self.at]) {
-            self.at += 1;
-        }
+        let w = self.word()?;
         let first = std::mem::replace(&mut self.at_start, false) || self.comments;
-        Some((&sql[start..self.at], first))
+        Some((w, first))
+    }
+}
+
+/// The words of `sql` that may start a statement: exactly the words
+/// [`scan_words`] marks first, found without visiting the others when the
+/// text holds no comment (the first word, then the first after each `;`).
+pub fn statement_starts(sql: &[u8]) -> StatementStarts<'_> {
+    StatementStarts { words: scan_words(sql), started: false }
+}
+
+/// See [`statement_starts`].
+pub struct StatementStarts<'a> {
+    words: ScanWords<'a>,
+    started: bool,
+}
+
+impl<'a> Iterator for StatementStarts<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let s = &mut self.words;
+        if s.comments {
+            return s.word();
+        }
+        if std::mem::replace(&mut self.started, true) {
+            s.at += memchr::memchr(b';', &s.sql[s.at..])? + 1;
+        }
+        s.word()
     }
 }
 
 #[cfg(test)]
 mod scan_words_tests {
-    use super::scan_words;
+    use super::{scan_words, statement_starts};
 
     #[test]
     fn words_and_statement_starts() {
@@ -331,5 +384,41 @@ mod scan_words_tests {
         assert_eq!(got, want);
         assert!(scan_words(b"/* c */ select 1; x").all(|(_, first)| first), "a comment: every word may be first");
         assert_eq!(scan_words(b" ;; ").count(), 0);
+        let starts: Vec<&[u8]> = statement_starts(b"; select 1;; begin ;commit").collect();
+        assert_eq!(starts, [&b"select"[..], b"begin", b"commit"]);
+        assert_eq!(statement_starts(b"select 1 -- x\n; y").count(), 4, "a comment: every word");
+    }
+
+    /// The plain definition: a byte at a time, comments looked for by pairs.
+    fn reference(sql: &[u8]) -> Vec<(&[u8], bool)> {
+        let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let comments = sql.windows(2).any(|w| w == b"--" || w == b"/*");
+        let (mut out, mut at, mut at_start) = (Vec::new(), 0, true);
+        loop {
+            while at < sql.len() && !is_word(sql[at]) {
+                at_start |= sql[at] == b';';
+                at += 1;
+            }
+            if at >= sql.len() {
+                return out;
+            }
+            let start = at;
+            while at < sql.len() && is_word(sql[at]) {
+                at += 1;
+            }
+            out.push((&sql[start..at], std::mem::replace(&mut at_start, false) || comments));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn scans_match_the_plain_definition(
+            sql in proptest::collection::vec(proptest::sample::select(b"aZ_9 ;-/*\n\xc3'".to_vec()), 0..40)
+        ) {
+            let want = reference(&sql);
+            proptest::prop_assert_eq!(scan_words(&sql).collect::<Vec<_>>(), want.clone());
+            let firsts: Vec<&[u8]> = want.iter().filter(|(_, f)| *f).map(|(w, _)| *w).collect();
+            proptest::prop_assert_eq!(statement_starts(&sql).collect::<Vec<_>>(), firsts);
+        }
     }
 }

@@ -67,24 +67,36 @@ pub enum SessionEffect<'a> {
 /// [`session_effect`] would report? `false` is definite; `true` means "look
 /// closer" (the word may sit in a string or be a column name).
 pub fn may_affect_session(sql: &[u8]) -> bool {
-    // Keywords that matter only as a statement's first word (`SET`, not
-    // `UPDATE t SET`), and words that matter anywhere.
-    const FIRST: &[&[u8]] =
-        &[b"set", b"reset", b"discard", b"deallocate", b"listen", b"load", b"prepare", b"declare", b"do"];
-    const ANYWHERE: &[&[u8]] = &[b"temp", b"temporary", b"pg_temp", b"set_config"];
-    for (w, first) in crate::lex::scan_words(sql) {
-        if first && FIRST.iter().any(|k| k.eq_ignore_ascii_case(w)) {
-            return true;
+    crate::lex::scan_words(sql).any(|(w, first)| word_may_affect_session(w, first))
+}
+
+/// One word of [`may_affect_session`]: keywords that matter only as a
+/// statement's first word (`SET`, not `UPDATE t SET`), and words that
+/// matter anywhere. Told apart by length first: this runs on every word
+/// of every statement a client sends.
+fn word_may_affect_session(w: &[u8], first: bool) -> bool {
+    let is = |k: &[u8]| w.eq_ignore_ascii_case(k);
+    let starts = |p: &[u8]| w.len() >= p.len() && w[..p.len()].eq_ignore_ascii_case(p);
+    let first_keyword = first
+        && match w.len() {
+            2 => is(b"do"),
+            3 => is(b"set"),
+            4 => is(b"load"),
+            5 => is(b"reset"),
+            6 => is(b"listen"),
+            7 => is(b"discard") || is(b"prepare") || is(b"declare"),
+            10 => is(b"deallocate"),
+            _ => false,
+        };
+    first_keyword
+        || match w.len() {
+            4 => is(b"temp"),
+            7 => is(b"pg_temp"),
+            9 => is(b"temporary"),
+            10 => is(b"set_config"),
+            16.. => starts(b"pg_advisory_lock") || starts(b"pg_try_advisory_lock"),
+            _ => false,
         }
-        if ANYWHERE.iter().any(|k| k.eq_ignore_ascii_case(w)) {
-            return true;
-        }
-        let starts = |p: &[u8]| w.len() >= p.len() && w[..p.len()].eq_ignore_ascii_case(p);
-        if starts(b"pg_advisory_lock") || starts(b"pg_try_advisory_lock") {
-            return true;
-        }
-    }
-    false
 }
 
 /// The database a `DROP DATABASE` statement drops, if it is one.
@@ -593,5 +605,40 @@ mod begin_tests {
         assert_eq!(deferrable_begin("BEGIN TRANSACTION foo"), None);
         assert_eq!(deferrable_begin("START"), None);
         assert_eq!(deferrable_begin("COMMIT"), None);
+    }
+}
+
+#[cfg(test)]
+mod precheck_tests {
+    use super::word_may_affect_session;
+
+    /// The keyword lists the length-first match stands for.
+    fn listed(w: &[u8], first: bool) -> bool {
+        const FIRST: &[&[u8]] =
+            &[b"set", b"reset", b"discard", b"deallocate", b"listen", b"load", b"prepare", b"declare", b"do"];
+        const ANYWHERE: &[&[u8]] = &[b"temp", b"temporary", b"pg_temp", b"set_config"];
+        let starts = |p: &[u8]| w.len() >= p.len() && w[..p.len()].eq_ignore_ascii_case(p);
+        (first && FIRST.iter().any(|k| k.eq_ignore_ascii_case(w)))
+            || ANYWHERE.iter().any(|k| k.eq_ignore_ascii_case(w))
+            || starts(b"pg_advisory_lock")
+            || starts(b"pg_try_advisory_lock")
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_length_first_match_is_the_keyword_list(
+            word in proptest::sample::select(vec![
+                "set", "SET", "reset", "Discard", "deallocate", "listen", "load", "prepare", "declare", "do",
+                "temp", "TEMPORARY", "pg_temp", "set_config", "pg_advisory_lock", "pg_advisory_lock_shared",
+                "PG_TRY_ADVISORY_LOCK", "pg_try_advisory_lock_shared", "pg_advisory_xact_lock", "select",
+                "sets", "tem", "temps", "pg_temps", "set_configs", "pg_advisory_loc", "d", "", "pgbench_accounts",
+            ]),
+            suffix in "[a-z_]{0,2}",
+            first: bool,
+        ) {
+            for w in [word.to_owned(), format!("{word}{suffix}")] {
+                proptest::prop_assert_eq!(word_may_affect_session(w.as_bytes(), first), listed(w.as_bytes(), first), "{}", w);
+            }
+        }
     }
 }

@@ -104,7 +104,10 @@ pub struct ServerConn {
 
 impl ServerConn {
     /// Open a connection and log in; the connection is idle ('I') on return.
-    pub async fn connect(p: LoginParams<'_>) -> Result<ServerConn, BackendError> {
+    /// Boxed: a connection moves between the pool and sessions at every
+    /// transaction, and a pointer moves for free where the struct would be
+    /// copied a dozen times.
+    pub async fn connect(p: LoginParams<'_>) -> Result<Box<ServerConn>, BackendError> {
         let addr = p.addr.to_owned();
         match tokio::time::timeout(p.timeout, Self::connect_inner(&p)).await {
             Ok(r) => r,
@@ -112,12 +115,12 @@ impl ServerConn {
         }
     }
 
-    async fn connect_inner(p: &LoginParams<'_>) -> Result<ServerConn, BackendError> {
+    async fn connect_inner(p: &LoginParams<'_>) -> Result<Box<ServerConn>, BackendError> {
         let connect_error = |source| BackendError::Connect { addr: p.addr.to_owned(), source };
         let addr = ServerAddr::parse(p.addr)
             .map_err(|e| connect_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
         let stream = addr.connect().await.map_err(connect_error)?;
-        let mut conn = ServerConn {
+        let mut conn = Box::new(ServerConn {
             stream,
             rbuf: BytesMut::with_capacity(16 * 1024),
             id: NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed),
@@ -128,7 +131,7 @@ impl ServerConn {
             created: Instant::now(),
             last_used: Instant::now(),
             last_client: 0,
-        };
+        });
         let mut out = BytesMut::new();
         frontend::startup_message([("user", p.user), ("database", p.database)], &mut out)?;
         conn.stream.write_all(&out).await?;

@@ -68,14 +68,12 @@ pub(crate) fn ends(sql: &[u8]) -> Ends {
     let is = |w: &[u8], k: &[u8]| w.eq_ignore_ascii_case(k);
     let mut first: Option<&[u8]> = None;
     let mut statements = 0;
-    for (w, starts) in router::lex::scan_words(sql) {
-        if starts {
-            if is(w, b"commit") || is(w, b"end") || is(w, b"prepare") {
-                return Ends::MayCommit;
-            }
-            first.get_or_insert(w);
-            statements += 1;
+    for w in router::lex::statement_starts(sql) {
+        if is(w, b"commit") || is(w, b"end") || is(w, b"prepare") {
+            return Ends::MayCommit;
         }
+        first.get_or_insert(w);
+        statements += 1;
     }
     match first {
         Some(w) if is(w, b"begin") || is(w, b"start") => Ends::Begins,

@@ -51,7 +51,7 @@ pub(crate) struct Session<S> {
     cout: BytesMut,
     /// Bytes for the server not yet written.
     sout: BytesMut,
-    server: Option<ServerConn>,
+    server: Option<Box<ServerConn>>,
     st: State,
     /// When bytes last went to a routed server with no answer yet: the
     /// first answer's delay is a query round trip for the server's RTT.
@@ -62,7 +62,7 @@ pub(crate) struct Session<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    pub(crate) fn new(client: S, cbuf: BytesMut, server: Option<ServerConn>, st: State) -> Self {
+    pub(crate) fn new(client: S, cbuf: BytesMut, server: Option<Box<ServerConn>>, st: State) -> Self {
         // Buffers grow on first use: most clients are idle most of the time.
         Session {
             client,
@@ -533,7 +533,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// checked out (a dead server then fails the checkout itself, and the
     /// request is routed again on a newer topology). Elsewhere the pool's
     /// own check of connections idle for a while does.
-    async fn checkout_routed(&self, pool: &Pool) -> Result<ServerConn, Error> {
+    async fn checkout_routed(&self, pool: &Pool) -> Result<Box<ServerConn>, Error> {
         let timeout = connect_timeout(&self.st);
         let mut attempt = 1;
         loop {
@@ -589,7 +589,7 @@ pub(crate) async fn checkout_synced(
     client_id: u64,
     params: &ClientParams,
     timeout: Duration,
-) -> Result<ServerConn, Error> {
+) -> Result<Box<ServerConn>, Error> {
     let conn = pool.checkout(client_id).await?;
     sync_settings(pool, client_id, params, timeout, conn).await
 }
@@ -601,8 +601,8 @@ pub(crate) async fn sync_settings(
     client_id: u64,
     params: &ClientParams,
     timeout: Duration,
-    mut conn: ServerConn,
-) -> Result<ServerConn, Error> {
+    mut conn: Box<ServerConn>,
+) -> Result<Box<ServerConn>, Error> {
     let mut attempt = 1;
     loop {
         conn.last_client = client_id;
