@@ -641,23 +641,7 @@ impl MeridianCluster {
     /// GET `path` from member `id`'s HTTP endpoint: the status code and the
     /// body (HTTP/1.0, no keep-alive).
     pub async fn http_get(&self, id: u64, path: &str) -> anyhow::Result<(u16, String)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.member(id).http_addr;
-        let exchange = async {
-            let mut s = TcpStream::connect(addr).await?;
-            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
-            let mut buf = Vec::new();
-            s.read_to_end(&mut buf).await?;
-            anyhow::Ok(String::from_utf8_lossy(&buf).into_owned())
-        };
-        let text = tokio::time::timeout(Duration::from_secs(5), exchange).await.context("HTTP timed out")??;
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("not an HTTP answer: {text:?}"))?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-        Ok((status, body))
+        http_get(self.member(id).http_addr, path).await
     }
 
     /// Member `id`'s whole log (every start).
@@ -864,6 +848,27 @@ pub struct ShardView {
 }
 
 /// Shard `shard`'s row of `SHOW SHARDS` rows.
+/// GET `path` from a node's HTTP endpoint at `addr`: the status code and
+/// the body (HTTP/1.0, no keep-alive).
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        anyhow::Ok(String::from_utf8_lossy(&buf).into_owned())
+    };
+    let text = tokio::time::timeout(Duration::from_secs(5), exchange).await.context("HTTP timed out")??;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("not an HTTP answer: {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
 pub fn shard_view(rows: &Rows, shard: &str) -> anyhow::Result<ShardView> {
     let r = rows
         .iter()

@@ -48,8 +48,13 @@ async fn user_entry(name: &str, password: &str) -> anyhow::Result<String> {
 }
 
 fn config_text(listen: SocketAddr, backend: SocketAddr, extra: &str) -> String {
+    node_config_text(listen, backend, "", extra)
+}
+
+/// [`config_text`] with `node_keys` added to `[node]`.
+fn node_config_text(listen: SocketAddr, backend: SocketAddr, node_keys: &str, extra: &str) -> String {
     format!(
-        "[node]\nname = \"process-test\"\n\n[listen]\naddress = \"{listen}\"\n\n[auth]\nusers_file = \"users.toml\"\n\n\
+        "[node]\nname = \"process-test\"\n{node_keys}\n[listen]\naddress = \"{listen}\"\n\n[auth]\nusers_file = \"users.toml\"\n\n\
          [backend]\naddress = \"{backend}\"\n\n{extra}"
     )
 }
@@ -66,6 +71,16 @@ impl Served {
     /// Write `meridian.toml` (with a free port) and `users.toml` into a new
     /// directory, start `meridian serve` and wait until the port accepts.
     async fn start(backend: SocketAddr, users: &str, extra_config: &str) -> anyhow::Result<Served> {
+        Served::start_node(backend, users, "", extra_config).await
+    }
+
+    /// [`Served::start`] with `node_keys` added to `[node]`.
+    async fn start_node(
+        backend: SocketAddr,
+        users: &str,
+        node_keys: &str,
+        extra_config: &str,
+    ) -> anyhow::Result<Served> {
         let bin = integration_tests::fresh_meridian_bin()?;
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("users.toml"), users)?;
@@ -75,7 +90,7 @@ impl Served {
         for _ in 0..3 {
             let addr = SocketAddr::from(([127, 0, 0, 1], harness::free_port()?));
             let config = dir.path().join("meridian.toml");
-            std::fs::write(&config, config_text(addr, backend, extra_config))?;
+            std::fs::write(&config, node_config_text(addr, backend, node_keys, extra_config))?;
             let logfile = std::fs::File::create(&log)?;
             let mut child = tokio::process::Command::new(&bin)
                 .arg("serve")
@@ -189,6 +204,49 @@ async fn serve_with_config_file_relays_queries() -> anyhow::Result<()> {
     // A wrong password is refused like PostgreSQL refuses it.
     let err = node.connect(APP_USER, "not the password").await.err().context("wrong password accepted")?;
     assert_eq!(sqlstate(&err), Some("28P01"), "{err}");
+    Ok(())
+}
+
+/// `node.busy_poll`: the node finds its runtime's epoll instance, serves
+/// clients as usual, and counts polls that caught an event in /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_polling_serves_clients_and_counts_its_polls() -> anyhow::Result<()> {
+    let cluster = cluster().await?;
+    let users = user_entry(APP_USER, APP_PASSWORD).await?;
+    let http = SocketAddr::from(([127, 0, 0, 1], harness::free_port()?));
+    let node = Served::start_node(
+        cluster.primary().addr(),
+        &users,
+        "busy_poll = \"200us\"\n",
+        &format!("[http]\nlisten = \"{http}\"\n"),
+    )
+    .await?;
+    assert!(node.log().contains("busy-polling before the runtime sleeps"), "{}", node.log());
+
+    let (client, _conn) = node.connect(APP_USER, APP_PASSWORD).await?;
+    let caught = |metrics: &str, outcome: &str| -> Option<u64> {
+        let key = format!("meridian_proxy_busy_polls_total{{outcome=\"{outcome}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(key.as_str())).and_then(|v| v.trim().parse().ok())
+    };
+    let mut i = 0i32;
+    // Back-to-back queries leave the node idle for less than the budget
+    // between a request and its reply: some polls catch the reply.
+    eventually("a busy poll that caught an event", || {
+        let client = &client;
+        i += 100;
+        let start = i;
+        async move {
+            for n in start..start + 100 {
+                let row = client.query_one("SELECT $1::int + 1", &[&n]).await?;
+                anyhow::ensure!(row.get::<_, i32>(0) == n + 1, "wrong answer");
+            }
+            let (status, body) = integration_tests::cluster::http_get(http, "/metrics").await?;
+            anyhow::ensure!(status == 200, "/metrics answered {status}");
+            caught(&body, "slept").context("no busy-poll counter for sleeps in /metrics")?;
+            Ok(caught(&body, "caught").context("no busy-poll counter for catches in /metrics")? > 0)
+        }
+    })
+    .await?;
     Ok(())
 }
 
@@ -414,6 +472,9 @@ async fn serve_refuses_an_invalid_config_naming_the_key() -> anyhow::Result<()> 
 
     let text = serve_must_fail(&format!("{good}[pool]\ncheckout_timeout = \"5 parsecs\"\n")).await?;
     assert!(text.contains("pool.checkout_timeout"), "a bad value must name its key:\n{text}");
+
+    let text = serve_must_fail(&good.replace("[node]\n", "[node]\nbusy_poll = \"2ms\"\n")).await?;
+    assert!(text.contains("node.busy_poll") && text.contains("at most 1000us"), "{text}");
 
     let text = serve_output(Path::new("/nonexistent/meridian.toml")).await?;
     assert!(text.contains("/nonexistent/meridian.toml"), "{text}");

@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod auth;
 pub mod backend;
+pub mod busy_poll;
 pub mod cancel;
 pub mod civil_time;
 pub mod clients;

@@ -62,10 +62,7 @@ fn init_tracing() {
 
 fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let config = proxy::Config::load(&config_path)?;
-    let runtime = match config.node.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
-        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()?,
-    };
+    let runtime = proxy::busy_poll::runtime(config.node.worker_threads, config.node.busy_poll)?;
     runtime.block_on(async {
         let node = proxy::Node::bind(config).await?;
         node.set_config_path(config_path.clone());

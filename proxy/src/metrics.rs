@@ -336,6 +336,8 @@ pub struct Sample {
     pub latency: Vec<LatencySample>,
     pub topology_version: u64,
     pub topology_shards: u64,
+    /// With `node.busy_poll` on: (polls run, polls that caught an event).
+    pub busy_polls: Option<(u64, u64)>,
     /// On a cluster node whose Raft member answered.
     pub raft: Option<RaftSample>,
     /// On a cluster node.
@@ -411,6 +413,7 @@ impl Sample {
             latency: shared.metrics.latency.samples(),
             topology_version: topology.version,
             topology_shards: topology.shards.len() as u64,
+            busy_polls: crate::busy_poll::installed().map(|p| p.counts()),
             raft: raft.map(RaftSample::from),
             lease: shared.cluster.as_ref().map(|c| raft.map_or_else(|| c.lease(), |s| s.lease)),
             reports: shared.cluster.as_ref().map(|c| ReportSample::of(&c.state())),
@@ -610,6 +613,16 @@ impl Collector for SampleCollector {
         }
         gauge(e, "proxy_topology_version", "Version of the topology this node routes by", None, s.topology_version)?;
         gauge(e, "proxy_topology_shards", "Shards in the topology this node routes by", None, s.topology_shards)?;
+        if let Some((polls, caught)) = s.busy_polls {
+            family(
+                e,
+                "proxy_busy_polls",
+                "Polls for events before the runtime slept (node.busy_poll), by whether one came (caught) or the thread slept",
+                None,
+                MetricType::Counter,
+                [([("outcome", "caught")], caught), ([("outcome", "slept")], polls.saturating_sub(caught))],
+            )?;
+        }
         if let Some(raft) = &s.raft {
             family(
                 e,

@@ -101,6 +101,13 @@ struct Args {
     /// side in the same interleaved rounds.
     #[arg(long, conflicts_with_all = ["alt_meridian_workers", "routed"])]
     alt_meridian: Option<PathBuf>,
+    /// `node.busy_poll` for the main Meridian (e.g. `200us`; default off).
+    #[arg(long)]
+    meridian_busy_poll: Option<String>,
+    /// Add a fourth target, `meridian-alt`: a second Meridian process with
+    /// `node.busy_poll` set to this (e.g. `200us`).
+    #[arg(long, conflicts_with_all = ["alt_meridian_workers", "routed", "alt_meridian"])]
+    alt_meridian_busy_poll: Option<String>,
     /// Record `perf record -F 999 [-g]` of the proxy process during every
     /// proxy run into this directory (perf-<target>-<workload>-r<round>.data).
     #[arg(long)]
@@ -262,8 +269,15 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         command_first_line(&pgbouncer, &["--version"]),
         git_rev(),
     );
-    let n_targets =
-        if args.alt_meridian_workers.is_some() || args.routed || args.alt_meridian.is_some() { 4 } else { 3 };
+    let n_targets = if args.alt_meridian_workers.is_some()
+        || args.routed
+        || args.alt_meridian.is_some()
+        || args.alt_meridian_busy_poll.is_some()
+    {
+        4
+    } else {
+        3
+    };
     let est_runs = rounds * loads.len() * n_targets;
     let est_secs = est_runs as u64 * (duration + 2) + if loads.is_empty() { 0 } else { 3 * 3 + 30 };
     eprintln!(
@@ -346,6 +360,7 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
             args.pool_size,
             1000,
             args.meridian_workers,
+            args.meridian_busy_poll.as_deref(),
             unix,
         )?;
         let pgbouncer_proc =
@@ -359,6 +374,7 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
                 args.pool_size,
                 1000,
                 Some(w),
+                args.meridian_busy_poll.as_deref(),
                 unix,
             )?),
             (None, true) => {
@@ -374,11 +390,12 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
                     args.pool_size,
                     1000,
                     args.meridian_workers,
+                    args.meridian_busy_poll.as_deref(),
                     unix,
                 )?)
             }
-            (None, false) => match &args.alt_meridian {
-                Some(bin) => Some(start_meridian(
+            (None, false) => match (&args.alt_meridian, &args.alt_meridian_busy_poll) {
+                (Some(bin), _) => Some(start_meridian(
                     bin,
                     work.path(),
                     "meridian-alt",
@@ -386,9 +403,21 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
                     args.pool_size,
                     1000,
                     args.meridian_workers,
+                    args.meridian_busy_poll.as_deref(),
                     unix,
                 )?),
-                None => None,
+                (None, Some(busy_poll)) => Some(start_meridian(
+                    &meridian,
+                    work.path(),
+                    "meridian-alt",
+                    &backend,
+                    args.pool_size,
+                    1000,
+                    args.meridian_workers,
+                    Some(busy_poll),
+                    unix,
+                )?),
+                (None, None) => None,
             },
         };
         let target = |kind, p: &Proc| Target { kind, host: p.client_host(unix), port: p.port, pid: Some(p.pid()) };
@@ -410,6 +439,12 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         }
         if let Some(bin) = &args.alt_meridian {
             writeln!(report, "- meridian-alt: the meridian binary {}", bin.display())?;
+        }
+        if let Some(d) = &args.meridian_busy_poll {
+            writeln!(report, "- meridian: node.busy_poll = {d}")?;
+        }
+        if let Some(d) = &args.alt_meridian_busy_poll {
+            writeln!(report, "- meridian-alt: the same build with node.busy_poll = {d}")?;
         }
         if args.routed {
             writeln!(
@@ -529,6 +564,7 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
                     args.pool_size,
                     max_clients,
                     args.meridian_workers,
+                    args.meridian_busy_poll.as_deref(),
                     false,
                 )?,
                 _ => start_pgbouncer(
@@ -1008,16 +1044,19 @@ fn start_meridian(
     pool_size: usize,
     max_clients: usize,
     workers: Option<usize>,
+    busy_poll: Option<&str>,
     unix: bool,
 ) -> Result<Proc> {
     let dir = work.join(name);
     std::fs::create_dir_all(&dir)?;
     let port = harness::free_port()?;
     let socket = if unix { format!("unix_socket_dir = \"{}\"", dir.display()) } else { String::new() };
+    let busy_poll = busy_poll.map(|d| format!("busy_poll = \"{d}\"")).unwrap_or_default();
     std::fs::write(dir.join("users.toml"), "[[user]]\nname = \"postgres\"\nauth = \"trust\"\n")?;
     let config = format!(
         r#"[node]
 name = "{name}"
+{busy_poll}
 
 [listen]
 address = "127.0.0.1:{port}"

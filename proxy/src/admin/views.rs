@@ -506,6 +506,7 @@ impl<'a> Snapshot<'a> {
             ("node.name", c.node.name.clone(), restart),
             ("node.region", c.node.region.clone(), restart),
             ("node.worker_threads", c.node.worker_threads.to_string(), restart),
+            ("node.busy_poll", duration(c.node.busy_poll), restart),
             ("listen.address", c.listen.address.to_string(), restart),
             ("listen.max_client_connections", c.listen.max_client_connections.to_string(), restart),
             ("listen.startup_timeout", duration(c.listen.startup_timeout), reload),

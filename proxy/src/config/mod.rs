@@ -99,6 +99,11 @@ fn default_grace() -> String {
 fn default_worker_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
+/// Default `node.busy_poll`: off. Polling before sleeping spends CPU to
+/// save the wake-up of an idle CPU on every hand-over ([`crate::busy_poll`]).
+fn default_busy_poll() -> String {
+    "0".into()
+}
 /// Default `node.region`.
 fn default_region() -> String {
     "local".into()
@@ -151,6 +156,8 @@ struct RawNode {
     region: String,
     #[serde(default)]
     worker_threads: usize,
+    #[serde(default = "default_busy_poll")]
+    busy_poll: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,6 +303,9 @@ pub struct NodeConfig {
     pub region: String,
     /// Runtime threads serving clients; 1 means a single-threaded runtime.
     pub worker_threads: usize,
+    /// How long a runtime thread out of work polls for events before it
+    /// sleeps, at most ([`crate::busy_poll`]); zero: it sleeps at once.
+    pub busy_poll: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -416,6 +426,16 @@ impl RawConfig {
         if self.node.name.trim().is_empty() {
             return Err(ConfigError::Invalid { key: "node.name", reason: "must not be empty".into() });
         }
+        let busy_poll = parse_duration("node.busy_poll", &self.node.busy_poll)?;
+        if busy_poll > crate::busy_poll::MAX_BUDGET {
+            return Err(ConfigError::Invalid {
+                key: "node.busy_poll",
+                reason: format!(
+                    "at most {}us (a longer poll no longer saves a wake-up; it only burns the CPU)",
+                    crate::busy_poll::MAX_BUDGET.as_micros()
+                ),
+            });
+        }
         let address = self.listen.address.parse::<SocketAddr>().map_err(|e| ConfigError::Address {
             key: "listen.address",
             value: self.listen.address.clone(),
@@ -508,6 +528,7 @@ impl RawConfig {
                     0 => default_worker_threads(),
                     n => n,
                 },
+                busy_poll,
             },
             listen: ListenConfig {
                 address,
@@ -539,6 +560,7 @@ pub fn parse_duration(key: &'static str, value: &str) -> Result<Duration, Config
     let (num, unit) = v.split_at(split);
     let n: f64 = num.parse().map_err(|_| err())?;
     let secs = match unit.trim() {
+        "us" | "µs" => n / 1_000_000.0,
         "ms" => n / 1000.0,
         "s" => n,
         "m" | "min" => n * 60.0,

@@ -120,6 +120,7 @@ fn sample() -> Sample {
         },
         topology_version: 7,
         topology_shards: 2,
+        busy_polls: Some((10, 7)),
         raft: Some(RaftSample {
             role: RaftRole::Leader,
             term: 3,
@@ -148,6 +149,8 @@ fn exposition_parses_back() {
     assert_eq!(v("meridian_proxy_build_info", &[("version", "9.9.9")]), Some(1.0));
     assert_eq!(v("meridian_proxy_uptime_seconds", &[]), Some(2.5));
     assert_eq!(v("meridian_proxy_ready", &[]), Some(1.0));
+    assert_eq!(v("meridian_proxy_busy_polls_total", &[("outcome", "caught")]), Some(7.0));
+    assert_eq!(v("meridian_proxy_busy_polls_total", &[("outcome", "slept")]), Some(3.0));
     assert_eq!(v("meridian_proxy_client_connections", &[("state", "idle")]), Some(3.0));
     assert_eq!(v("meridian_proxy_client_connections", &[("state", "in_transaction")]), Some(2.0));
     assert_eq!(v("meridian_proxy_client_connections", &[("state", "failed_transaction")]), Some(0.0));
