@@ -65,7 +65,10 @@ pub(crate) async fn serve_client(stream: Accepted, shared: Arc<Shared>) {
             },
         }
     };
-    let session = match tokio::time::timeout(timeout, ready).await {
+    // Boxed, here and for the admin console below: a task is allocated at
+    // the size of its largest state, and an idle client should hold only
+    // what a session needs (a few KiB), not the login's or the console's.
+    let mut session = match tokio::time::timeout(timeout, Box::pin(ready)).await {
         Ok(Ok(Some(s))) => s,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -101,11 +104,13 @@ pub(crate) enum Ready {
 }
 
 impl Ready {
-    async fn run(self) -> Result<(), Error> {
+    async fn run(&mut self) -> Result<(), Error> {
         match self {
             Ready::Plain(s) => s.run().await,
-            Ready::Tls(s) => s.run().await,
-            Ready::Local(s) => s.run().await,
+            // Boxed: a TLS or local-socket session is not inline in every
+            // client's task (see `serve_client`).
+            Ready::Tls(s) => Box::pin(s.run()).await,
+            Ready::Local(s) => Box::pin(s.run()).await,
         }
     }
 }
@@ -119,10 +124,10 @@ pub(crate) enum LoggedIn<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<S> {
-    async fn run(self) -> Result<(), Error> {
+    async fn run(&mut self) -> Result<(), Error> {
         match self {
             LoggedIn::Session(s, _listed) => s.run().await,
-            LoggedIn::Admin(s) => s.run().await,
+            LoggedIn::Admin(s) => Box::pin(s.run()).await,
         }
     }
 }

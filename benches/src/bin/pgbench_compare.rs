@@ -365,60 +365,35 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         )?;
         let pgbouncer_proc =
             start_pgbouncer(&pgbouncer, work.path(), "pgbouncer", &pg_host, pg_port, args.pool_size, 1000, unix)?;
-        let alt_proc = match (args.alt_meridian_workers, args.routed) {
-            (Some(w), _) => Some(start_meridian(
-                &meridian,
+        // The fourth target, if any: its binary, servers, worker threads and busy-poll budget.
+        let busy_poll = args.meridian_busy_poll.as_deref();
+        let alt: Option<(&Path, String, Option<usize>, Option<&str>)> = if let Some(w) = args.alt_meridian_workers {
+            Some((&meridian, backend.clone(), Some(w), busy_poll))
+        } else if args.routed {
+            let replica = cluster.replicas().first().ok_or_else(|| anyhow!("no replica"))?;
+            let replica_host = if unix { replica.socket_dir().display().to_string() } else { "127.0.0.1".to_owned() };
+            let topology = routed_section(&pg_host, pg_port, &replica_host, replica.port());
+            Some((&meridian, topology, args.meridian_workers, busy_poll))
+        } else if let Some(bin) = &args.alt_meridian {
+            Some((bin, backend.clone(), args.meridian_workers, busy_poll))
+        } else {
+            args.alt_meridian_busy_poll
+                .as_deref()
+                .map(|d| (meridian.as_path(), backend.clone(), args.meridian_workers, Some(d)))
+        };
+        let alt_proc = match alt {
+            Some((bin, servers, workers, busy_poll)) => Some(start_meridian(
+                bin,
                 work.path(),
                 "meridian-alt",
-                &backend,
+                &servers,
                 args.pool_size,
                 1000,
-                Some(w),
-                args.meridian_busy_poll.as_deref(),
+                workers,
+                busy_poll,
                 unix,
             )?),
-            (None, true) => {
-                let replica = cluster.replicas().first().ok_or_else(|| anyhow!("no replica"))?;
-                let replica_host =
-                    if unix { replica.socket_dir().display().to_string() } else { "127.0.0.1".to_owned() };
-                let topology = routed_section(&pg_host, pg_port, &replica_host, replica.port());
-                Some(start_meridian(
-                    &meridian,
-                    work.path(),
-                    "meridian-alt",
-                    &topology,
-                    args.pool_size,
-                    1000,
-                    args.meridian_workers,
-                    args.meridian_busy_poll.as_deref(),
-                    unix,
-                )?)
-            }
-            (None, false) => match (&args.alt_meridian, &args.alt_meridian_busy_poll) {
-                (Some(bin), _) => Some(start_meridian(
-                    bin,
-                    work.path(),
-                    "meridian-alt",
-                    &backend,
-                    args.pool_size,
-                    1000,
-                    args.meridian_workers,
-                    args.meridian_busy_poll.as_deref(),
-                    unix,
-                )?),
-                (None, Some(busy_poll)) => Some(start_meridian(
-                    &meridian,
-                    work.path(),
-                    "meridian-alt",
-                    &backend,
-                    args.pool_size,
-                    1000,
-                    args.meridian_workers,
-                    Some(busy_poll),
-                    unix,
-                )?),
-                (None, None) => None,
-            },
+            None => None,
         };
         let target = |kind, p: &Proc| Target { kind, host: p.client_host(unix), port: p.port, pid: Some(p.pid()) };
         let mut targets = vec![

@@ -411,7 +411,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AdminSession<S> {
     }
 
     /// Serve the admin until it leaves, fails, or shutdown ends the session.
-    pub(crate) async fn run(mut self) -> Result<(), Error> {
+    pub(crate) async fn run(&mut self) -> Result<(), Error> {
         let result = self.serve().await;
         if let Err(e) = &result {
             self.out.clear();

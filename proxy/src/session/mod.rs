@@ -77,7 +77,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Serve the client until it leaves, fails, or shutdown ends the session.
-    pub(crate) async fn run(mut self) -> Result<(), Error> {
+    /// Serve the client to the end. By reference, like the layers above
+    /// it: each client's task is allocated at the size of its largest
+    /// state, and a session moved into every layer's future would be
+    /// stored once per layer.
+    pub(crate) async fn run(&mut self) -> Result<(), Error> {
         let result = self.serve().await;
         if let Err(e) = &result {
             self.cout.clear();
