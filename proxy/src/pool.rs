@@ -78,7 +78,6 @@ pub struct PoolKey {
 /// busy pool pays no system call for it.
 const STALE_CHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
 
-#[allow(clippy::large_enum_variant)] // moved once per handoff; boxing would allocate each time
 enum Handoff {
     Conn(Box<ServerConn>),
     /// A slot was freed: the waiter may open a new connection.
@@ -373,15 +372,9 @@ fn take_idle(st: &mut State, client_id: u64, cfg: &PoolConfig) -> Option<Box<Ser
     }
 }
 
-/// Idle for a while? Then make sure the server has not closed it meanwhile
-/// (restart, `pg_terminate_backend`, idle_session_timeout): an idle
-/// connection has nothing to read, so readable means closed or dying.
+/// Idle for a while? Then make sure the server has not closed it meanwhile.
 fn still_open(conn: &ServerConn, now: Instant) -> bool {
-    if now.duration_since(conn.last_used) < STALE_CHECK_AFTER {
-        return true;
-    }
-    let mut probe = [0u8; 1];
-    matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    now.duration_since(conn.last_used) < STALE_CHECK_AFTER || conn.idle_and_open()
 }
 
 /// Send Terminate without waiting and drop the connection.

@@ -276,6 +276,14 @@ pub struct Collected {
 }
 
 impl ServerConn {
+    /// Has the server not closed this idle connection (restart,
+    /// `pg_terminate_backend`, `idle_session_timeout`)? An idle connection
+    /// has nothing to read: readable means closed or dying.
+    pub fn idle_and_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// Run `sql` (no time limit: a schema change or a large read may take
     /// long) and keep every answer.
     pub async fn run_collect(&mut self, sql: &str) -> Result<Collected, BackendError> {

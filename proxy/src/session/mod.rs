@@ -76,11 +76,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// Serve the client until it leaves, fails, or shutdown ends the session.
-    /// Serve the client to the end. By reference, like the layers above
-    /// it: each client's task is allocated at the size of its largest
-    /// state, and a session moved into every layer's future would be
-    /// stored once per layer.
+    /// Serve the client until it leaves, fails, or shutdown ends the
+    /// session. By reference, like the layers above it: each client's task
+    /// is allocated at the size of its largest state, and a session moved
+    /// into every layer's future would be stored once per layer.
     pub(crate) async fn run(&mut self) -> Result<(), Error> {
         let result = self.serve().await;
         if let Err(e) = &result {
@@ -542,7 +541,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut attempt = 1;
         loop {
             let conn = checkout_synced(pool, self.st.id, &self.st.params, timeout).await?;
-            if self.st.shared.cluster.is_none() || attempt >= LIVE_ATTEMPTS || still_open(&conn) {
+            if self.st.shared.cluster.is_none() || attempt >= LIVE_ATTEMPTS || conn.idle_and_open() {
                 return Ok(conn);
             }
             tracing::debug!(server_pid = conn.backend_pid, "pooled server connection closed by the server");
@@ -571,13 +570,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 /// How many pooled connections closed by their server a routed checkout
 /// throws away before it takes the next one as it is.
 const LIVE_ATTEMPTS: usize = 32;
-
-/// Has the server not closed this idle connection? An idle connection has
-/// nothing to read: readable means closed (or dying).
-fn still_open(conn: &ServerConn) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-}
 
 /// How many connections a checkout tries when applying settings fails on
 /// connections left dirty by other clients.
